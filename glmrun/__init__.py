@@ -1,0 +1,11 @@
+"""glmrun: run ChatGLM-family language models exactly like the official implementation.
+
+The public API is what this module exports; everything else is internal.
+"""
+
+from glmrun.engine import LLM, GenerationOutput, StreamPiece
+from glmrun.errors import GlmrunError
+from glmrun.sampling import SamplingParams
+
+__all__ = ["LLM", "SamplingParams", "GenerationOutput", "StreamPiece", "GlmrunError"]
+__version__ = "0.1.0"
