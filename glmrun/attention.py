@@ -1,8 +1,9 @@
 """Causal attention over a (possibly cached) prefix, with grouped-query heads.
 
 One signature for every backend: `attention(q, k, v)` where `k`, `v` are `[B, kv_heads, S, D]` (a cached
-prefix plus the new tokens) and `q` is `[B, heads, T, D]` for the new tokens, the last T of the S positions. Query head h reads KV head h // (heads / kv_heads), as in the official
-ChatGLM code. The K/V heads are never copied per query head: the queries of one group are stacked instead.
+prefix plus the new tokens) and `q` is `[B, heads, T, D]` for the new tokens, the last T of the S positions.
+Query head h reads KV head h // (heads / kv_heads), as in the official ChatGLM code. The K/V heads are never
+copied per query head: the queries of one group are stacked instead.
 
 Only the reference `math` backend lives here for now: scores, mask, float32 softmax, weighted sum.
 """

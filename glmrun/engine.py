@@ -45,7 +45,7 @@ class GenerationOutput:
 
 
 def resolve_dtype(name: str, config: ModelConfig, device: torch.device) -> torch.dtype:
-    """"auto" keeps float32 checkpoints in float32; half-precision ones run in bfloat16 on a CPU (fast and
+    """ "auto" keeps float32 checkpoints in float32; half-precision ones run in bfloat16 on a CPU (fast and
     safe from float16 overflow there) and in their stored dtype on a GPU."""
     if name != "auto":
         if name not in DTYPES:
@@ -99,7 +99,9 @@ class LLM:
             raise GlmrunError("the prompt is empty")
         bad = [token_id for token_id in ids if not 0 <= token_id < self.tokenizer.vocab_size]
         if bad:
-            raise GlmrunError(f"prompt token id {bad[0]} is outside the vocabulary (0..{self.tokenizer.vocab_size - 1})")
+            raise GlmrunError(
+                f"prompt token id {bad[0]} is outside the vocabulary (0..{self.tokenizer.vocab_size - 1})"
+            )
         return ids
 
     def _token_budget(self, prompt_len: int, params: SamplingParams) -> int:

@@ -17,7 +17,12 @@ class KVCache:
     """Keys and values of every layer: `[layers, batch, kv_heads, capacity, head_dim]` each."""
 
     def __init__(
-        self, config: ModelConfig, batch_size: int, capacity: int, dtype: torch.dtype, device: torch.device | str
+        self,
+        config: ModelConfig,
+        batch_size: int,
+        capacity: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
     ) -> None:
         shape = (config.num_layers, batch_size, config.num_kv_heads, capacity, config.head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)

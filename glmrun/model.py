@@ -74,7 +74,11 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer
-        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            config.num_heads,
+            config.num_kv_heads,
+            config.head_dim,
+        )
         self.qkv = nn.Linear(config.hidden_size, config.qkv_size, bias=config.qkv_bias)
         self.out = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=config.linear_bias)
 
@@ -122,7 +126,11 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, start_pos: int
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache | None,
+        start_pos: int,
     ) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), rotary, cache, start_pos)
         return h + self.mlp(self.mlp_norm(h))

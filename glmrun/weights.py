@@ -55,16 +55,24 @@ def _compile(table: dict[str, str]) -> list[tuple[re.Pattern[str], str]]:
 
 
 _CHATGLM_PATTERNS = _compile(CHATGLM_WEIGHT_NAMES)
+_CHATGLM_REVERSE = _compile({target: source for source, target in CHATGLM_WEIGHT_NAMES.items()})
+
+
+def _rename(name: str, patterns: list[tuple[re.Pattern[str], str]]) -> str | None:
+    for pattern, target in patterns:
+        match = pattern.fullmatch(name)
+        if match:
+            return target.format(**match.groupdict())
+    return None
 
 
 def translate_name(name: str) -> str | None:
     """glmrun's name for a checkpoint tensor; None for tensors that are ignored; GlmrunError if unknown."""
     if name in CHATGLM_IGNORED_WEIGHTS:
         return None
-    for pattern, target in _CHATGLM_PATTERNS:
-        match = pattern.fullmatch(name)
-        if match:
-            return target.format(**match.groupdict())
+    translated = _rename(name, _CHATGLM_PATTERNS)
+    if translated is not None:
+        return translated
     hint = " (P-tuning v2 prefix encoders are not supported)" if "prefix_encoder" in name else ""
     raise GlmrunError(f"unexpected tensor {name!r} in the checkpoint: not a ChatGLM weight{hint}")
 
@@ -144,5 +152,6 @@ def load_checkpoint(
                 bar.update()
     missing = [name for name in expected_shapes if name not in state]
     if missing:
-        raise GlmrunError(f"the checkpoint in {folder} lacks {len(missing)} tensor(s) the model needs, e.g. {missing[0]}")
+        example = _rename(missing[0], _CHATGLM_REVERSE)
+        raise GlmrunError(f"the checkpoint in {folder} lacks {len(missing)} tensor(s) the model needs, e.g. {example}")
     return state

@@ -1,0 +1,203 @@
+"""The `glmrun` command line: generate, tokenize, info.
+
+Each subcommand parses its flags, calls the public API and prints; errors a user can cause are printed as one
+line (`glmrun: error: ...`) with exit status 1. No model logic lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from glmrun.config import FAMILIES, load_config
+from glmrun.engine import DTYPES, LLM, build_model, resolve_dtype
+from glmrun.errors import GlmrunError
+from glmrun.sampling import SamplingParams
+from glmrun.tokenizer import ChatGLMTokenizer
+
+# The official ChatGLM3 chat demo's defaults; SamplingParams() itself defaults to plain sampling (1.0, 1.0).
+CLI_TEMPERATURE, CLI_TOP_P = 0.8, 0.8
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="folder of a Hugging Face ChatGLM2/ChatGLM3 checkpoint")
+    parser.add_argument("--family", choices=FAMILIES, help="override the family detected from the folder")
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise GlmrunError(f"--prompt-ids takes comma-separated integers, got {text!r}") from None
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    params = SamplingParams(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        ignore_eos=args.ignore_eos,
+    )
+    prompt = _parse_ids(args.prompt_ids) if args.prompt_ids is not None else args.prompt
+    llm = LLM(args.model, dtype=args.dtype, device=args.device, family=args.family)
+    if args.json:
+        out = llm.generate(prompt, params)
+        print(
+            json.dumps(
+                {"token_ids": out.token_ids, "text": out.text, "finish_reason": out.finish_reason},
+                ensure_ascii=False,
+            )
+        )
+        return
+    for piece in llm.stream(prompt, params):
+        sys.stdout.write(piece.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    config = load_config(args.model, args.family)
+    tokenizer = ChatGLMTokenizer.from_folder(args.model, config.family)
+    ids = tokenizer.encode(args.text, add_special_tokens=not args.no_special_tokens)
+    pieces = [tokenizer.id_to_piece(token_id) for token_id in ids]
+    if args.json:
+        print(json.dumps({"ids": ids, "pieces": pieces}, ensure_ascii=False))
+        return
+    print(ids)
+    print(f"{len(ids)} tokens: " + " | ".join(pieces))
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def model_info(folder: str, family: str | None, dtype_name: str, device: str) -> dict:
+    """Architecture and memory figures of a checkpoint, from its config alone (no weights are read)."""
+    import torch
+
+    config = load_config(folder, family)
+    dtype = resolve_dtype(dtype_name, config, torch.device(device))
+    dtype_bytes = torch.empty((), dtype=dtype).element_size()
+    parameters = sum(tensor.numel() for tensor in build_model(config).parameters())
+    return {
+        "family": config.family,
+        "num_layers": config.num_layers,
+        "hidden_size": config.hidden_size,
+        "num_heads": config.num_heads,
+        "num_kv_heads": config.num_kv_heads,
+        "head_dim": config.head_dim,
+        "ffn_hidden_size": config.ffn_hidden_size,
+        "vocab_size": config.vocab_size,
+        "context_length": config.max_seq_len,
+        "rope_base": config.rope_base,
+        "rope_position_scale": config.rope_position_scale,
+        "parameters": parameters,
+        "dtype": str(dtype).removeprefix("torch."),
+        "stored_dtype": config.checkpoint_dtype,
+        "weight_bytes": parameters * dtype_bytes,
+        "kv_bytes_per_token": config.kv_cache_bytes_per_token(dtype_bytes),
+        "kv_bytes_full_context": config.kv_cache_bytes_per_token(dtype_bytes) * config.max_seq_len,
+        "kv_bytes_per_token_full_mha": config.kv_cache_bytes_per_token(dtype_bytes, config.num_heads),
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    info = model_info(args.model, args.family, args.dtype, args.device)
+    if args.json:
+        print(json.dumps(info))
+        return
+    kv, mha = info["kv_bytes_per_token"], info["kv_bytes_per_token_full_mha"]
+    attention = "multi-query" if info["num_kv_heads"] == 1 else "grouped-query"
+    if info["num_kv_heads"] == info["num_heads"]:
+        attention = "multi-head"
+    rows = [
+        ("family", info["family"]),
+        ("layers", info["num_layers"]),
+        ("hidden size", f"{info['hidden_size']} (ffn {info['ffn_hidden_size']})"),
+        (
+            "attention",
+            f"{attention}: {info['num_heads']} query heads share {info['num_kv_heads']} KV head(s), "
+            f"head dim {info['head_dim']}",
+        ),
+        (
+            "context",
+            f"{info['context_length']} tokens (rope base {info['rope_base']:g}, "
+            f"position scale {info['rope_position_scale']:g})",
+        ),
+        ("vocabulary", f"{info['vocab_size']} rows"),
+        ("parameters", f"{info['parameters'] / 1e9:.3f} B"),
+        ("dtype", f"{info['dtype']} (stored as {info['stored_dtype']})"),
+        ("weights", _human_bytes(info["weight_bytes"])),
+        (
+            "KV cache",
+            f"{_human_bytes(kv)} per token, {_human_bytes(info['kv_bytes_full_context'])} for the full context",
+        ),
+        (
+            "full MHA KV",
+            f"{_human_bytes(mha)} per token ({mha / kv:g}x more) if every query head had its own K/V",
+        ),
+    ]
+    for name, value in rows:
+        print(f"{name:<12} {value}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glmrun", description="Run ChatGLM2/ChatGLM3 models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="continue a prompt, streaming the text")
+    _add_model_arguments(generate)
+    prompt = generate.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="text, encoded with [gMASK] sop in front")
+    prompt.add_argument("--prompt-ids", help="token ids, comma-separated")
+    generate.add_argument("--max-tokens", type=int, help="new tokens at most (default: up to the context length)")
+    generate.add_argument("--temperature", type=float, default=CLI_TEMPERATURE, help="0 = greedy (default 0.8)")
+    generate.add_argument("--top-p", type=float, default=CLI_TOP_P, help="nucleus sampling (default 0.8)")
+    generate.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
+    generate.add_argument("--seed", type=int, help="random seed for reproducible sampling")
+    generate.add_argument("--ignore-eos", action="store_true", help="do not stop at the model's stop tokens")
+    generate.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="compute dtype")
+    generate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    generate.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    generate.set_defaults(run=cmd_generate)
+
+    tokenize = commands.add_parser("tokenize", help="show the token ids of a text")
+    _add_model_arguments(tokenize)
+    tokenize.add_argument("--text", required=True)
+    tokenize.add_argument("--no-special-tokens", action="store_true", help="do not prepend [gMASK] sop")
+    tokenize.add_argument("--json", action="store_true")
+    tokenize.set_defaults(run=cmd_tokenize)
+
+    info = commands.add_parser("info", help="architecture, parameters and memory (KV cache per token)")
+    _add_model_arguments(info)
+    info.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="dtype to compute sizes for")
+    info.add_argument("--device", default="cpu", help="the device 'auto' resolves the dtype for")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        run(args)
+    except GlmrunError as error:
+        print(f"glmrun: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
