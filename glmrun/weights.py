@@ -147,8 +147,10 @@ def load_checkpoint(
                         f"{path.name}: tensor {stored_name!r} has shape {list(tensor.shape)}, but config.json "
                         f"implies {list(expected_shapes[name])}"
                     )
-                state[name] = tensor.to(device=device, dtype=dtype, copy=True)
-                del tensor  # release the file's buffer before the next tensor is read
+                # Converts (a new tensor) or keeps the tensor as read: safetensors hands over its own copy and
+                # torch.load's mmap keeps file pages that the page cache can evict; never a second copy.
+                state[name] = tensor.to(device=device, dtype=dtype)
+                del tensor
                 bar.update()
     missing = [name for name in expected_shapes if name not in state]
     if missing:

@@ -138,3 +138,16 @@ def test_missing_tokenizer(make_checkpoint):
     with pytest.raises(GlmrunError) as excinfo:
         LLM(folder)
     assert_one_line_error(excinfo, "tokenizer.model")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_weights_kept_in_the_stored_dtype_never_write_back(make_checkpoint, fmt):
+    """Same-dtype loads keep the file's (private, copy-on-write) mapping: writes to a parameter stay in memory."""
+    folder = make_checkpoint(fmt=fmt, dtype=torch.float16)
+    path = next(p for p in folder.iterdir() if p.suffix in (".bin", ".safetensors"))
+    before = path.read_bytes()
+    llm = LLM(folder, dtype="float16", progress=False)
+    with torch.no_grad():
+        llm.model.lm_head.weight.fill_(7.0)
+    del llm
+    assert path.read_bytes() == before
