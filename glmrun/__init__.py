@@ -3,9 +3,18 @@
 The public API is what this module exports; everything else is internal.
 """
 
-from glmrun.engine import LLM, GenerationOutput, StreamPiece
+from glmrun.engine import LLM, CompletionOutput, GenerationOutput, StreamPiece
 from glmrun.errors import GlmrunError
+from glmrun.generate import TokenLogprobs
 from glmrun.sampling import SamplingParams
 
-__all__ = ["LLM", "SamplingParams", "GenerationOutput", "StreamPiece", "GlmrunError"]
+__all__ = [
+    "LLM",
+    "SamplingParams",
+    "GenerationOutput",
+    "CompletionOutput",
+    "StreamPiece",
+    "TokenLogprobs",
+    "GlmrunError",
+]
 __version__ = "0.1.0"

@@ -1,8 +1,9 @@
 """LLM: the public entry point that owns a model, its tokenizer and the generation loop.
 
 `LLM(folder)` reads the config, the tokenizer and the weights; `generate`, `stream` and `logits` serve
-requests one at a time. Prompts are text (encoded with `[gMASK] sop`) or token ids. Conversation formats
-are not built here, and there is no batching across requests yet.
+requests one at a time (n samples or beams of one request decode as a batch). Prompts are text (encoded
+with `[gMASK] sop`) or token ids. Conversation formats are not built here, and there is no batching across
+requests yet.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import torch
 
+from glmrun.beam_search import beam_search
 from glmrun.config import ModelConfig, load_config
 from glmrun.errors import GlmrunError
-from glmrun.generate import generate_tokens
+from glmrun.generate import SamplingRun, TokenLogprobs
 from glmrun.model import Transformer
 from glmrun.sampling import SamplingParams
+from glmrun.stop_strings import StopStringMatcher
 from glmrun.tokenizer import ChatGLMTokenizer, IncrementalDetokenizer
 from glmrun.weights import load_checkpoint
 
@@ -27,21 +30,61 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass(frozen=True)
 class StreamPiece:
-    """One generated token and the text it made printable (may be empty while a character is incomplete)."""
+    """One generated token of sequence `index` and the text it made printable (may be empty)."""
 
     token_id: int
     text: str
-    finish_reason: str | None  # "stop" | "length" on the last piece, else None
+    finish_reason: str | None  # "stop" | "length" on the sequence's last piece, else None
+    index: int = 0
+    logprobs: TokenLogprobs | None = None
+
+
+@dataclass(frozen=True)
+class CompletionOutput:
+    """One finished sequence: new tokens only. A stop token ends `token_ids` but adds no text."""
+
+    index: int
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    logprobs: list[TokenLogprobs] | None = None
+    cumulative_logprob: float | None = None  # sum of the chosen log-probs (beam search: the beam's score)
 
 
 @dataclass(frozen=True)
 class GenerationOutput:
-    """A finished generation: new tokens only. A stop token ends `token_ids` but adds no text."""
+    """All sequences of one request (n samples, or the best beams first); the fields below are the first's."""
 
     prompt_token_ids: list[int]
-    token_ids: list[int]
-    text: str
-    finish_reason: str
+    outputs: list[CompletionOutput]
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.outputs[0].token_ids
+
+    @property
+    def text(self) -> str:
+        return self.outputs[0].text
+
+    @property
+    def finish_reason(self) -> str:
+        return self.outputs[0].finish_reason
+
+
+class _SequenceText:
+    """Streamed text of one sequence: UTF-8-safe detokenization, then stop-string matching."""
+
+    def __init__(self, tokenizer: ChatGLMTokenizer, stop_strings: tuple[str, ...]) -> None:
+        self.detokenizer = IncrementalDetokenizer(tokenizer)
+        self.matcher = StopStringMatcher(stop_strings)
+
+    def add(self, token_id: int, match_stop_strings: bool) -> tuple[str, bool]:
+        return self.matcher.feed(self.detokenizer.add(token_id), match_stop_strings)
+
+    def finish(self, match_stop_strings: bool) -> tuple[str, bool]:
+        """The text still held back when the sequence ends, and whether it completed a stop string."""
+        text, stopped = self.matcher.feed(self.detokenizer.flush(), match_stop_strings)
+        return (text, True) if stopped else (text + self.matcher.flush(), False)
 
 
 def resolve_dtype(name: str, config: ModelConfig, device: torch.device) -> torch.dtype:
@@ -126,36 +169,72 @@ class LLM:
         return self.model(tokens)[0]
 
     def stream(self, prompt: str | list[int], params: SamplingParams | None = None) -> Iterator[StreamPiece]:
-        """Generate, yielding one StreamPiece per new token as soon as it is chosen."""
+        """Generate, yielding a StreamPiece per new token of each of the n sequences as soon as it is chosen."""
         params = params or SamplingParams()
+        if params.num_beams > 1:
+            raise GlmrunError("beam search settles its sequences only at the end: use generate(), not stream()")
         prompt_ids = self._prompt_ids(prompt)
         budget = self._token_budget(len(prompt_ids), params)
-        detokenizer = IncrementalDetokenizer(self.tokenizer)
-        tokens = generate_tokens(
-            self.model,
-            prompt_ids,
-            params,
-            budget,
-            self.tokenizer.stop_token_ids,
-            self.tokenizer.vocab_size,
-            self.tokenizer.eos_id,
+        tokenizer = self.tokenizer
+        run = SamplingRun(
+            self.model, prompt_ids, params, budget, tokenizer.stop_token_ids, tokenizer.vocab_size, tokenizer.eos_id
         )
-        for token_id, finish_reason in tokens:
-            if finish_reason == "stop":
-                yield StreamPiece(token_id, detokenizer.flush(), finish_reason)
-                return
-            text = detokenizer.add(token_id)
-            if finish_reason is not None:
-                text += detokenizer.flush()
-            yield StreamPiece(token_id, text, finish_reason)
+        texts = [_SequenceText(tokenizer, params.stop_strings) for _ in range(params.n)]
+        while not run.done:
+            for choice in run.step():
+                text, match = texts[choice.index], run.generated >= params.min_tokens
+                reason = choice.finish_reason
+                if reason == "stop":  # a stop token: it adds no text
+                    delta, _ = text.finish(match)
+                else:
+                    delta, stopped = text.add(choice.token_id, match)
+                    if not stopped and reason == "length":
+                        tail, stopped = text.finish(match)
+                        delta += tail
+                    if stopped:
+                        reason = "stop"
+                        run.finish(choice.index)
+                yield StreamPiece(choice.token_id, delta, reason, choice.index, choice.logprobs)
 
     def generate(self, prompt: str | list[int], params: SamplingParams | None = None) -> GenerationOutput:
-        """Generate until a stop token or the token budget; returns the new tokens and their text."""
+        """Generate to the end: every sample (n), or the best beams first (num_beams > 1)."""
+        params = params or SamplingParams()
         prompt_ids = self._prompt_ids(prompt)
-        pieces = list(self.stream(prompt_ids, params))
-        return GenerationOutput(
-            prompt_token_ids=prompt_ids,
-            token_ids=[piece.token_id for piece in pieces],
-            text="".join(piece.text for piece in pieces),
-            finish_reason=pieces[-1].finish_reason or "length",
+        if params.num_beams > 1:
+            return GenerationOutput(prompt_ids, self._beam_search(prompt_ids, params))
+        pieces: list[list[StreamPiece]] = [[] for _ in range(params.n)]
+        for piece in self.stream(prompt_ids, params):
+            pieces[piece.index].append(piece)
+        outputs = []
+        for index, sequence in enumerate(pieces):
+            logprobs = [piece.logprobs for piece in sequence] if params.logprobs is not None else None
+            outputs.append(
+                CompletionOutput(
+                    index=index,
+                    token_ids=[piece.token_id for piece in sequence],
+                    text="".join(piece.text for piece in sequence),
+                    finish_reason=sequence[-1].finish_reason or "length",
+                    logprobs=logprobs,
+                    cumulative_logprob=sum(step.logprob for step in logprobs) if logprobs else None,
+                )
+            )
+        return GenerationOutput(prompt_ids, outputs)
+
+    def _beam_search(self, prompt_ids: list[int], params: SamplingParams) -> list[CompletionOutput]:
+        budget = self._token_budget(len(prompt_ids), params)
+        tokenizer = self.tokenizer
+        hypotheses = beam_search(
+            self.model, prompt_ids, params, budget, tokenizer.stop_token_ids, tokenizer.vocab_size, tokenizer.eos_id
         )
+        return [
+            CompletionOutput(
+                index=index,
+                token_ids=hypothesis.token_ids,
+                text=tokenizer.decode(
+                    hypothesis.token_ids[:-1] if hypothesis.finish_reason == "stop" else hypothesis.token_ids
+                ),
+                finish_reason=hypothesis.finish_reason,
+                cumulative_logprob=hypothesis.sum_logprobs,
+            )
+            for index, hypothesis in enumerate(hypotheses)
+        ]

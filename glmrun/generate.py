@@ -1,18 +1,39 @@
-"""The decode loop: prefill a prompt into the KV cache, then produce one token per step, as a generator.
+"""Sampling decode loop: n sequences from one prompt, one token per unfinished sequence per step.
 
-`generate_tokens` yields token ids and finish reasons and stops on the stop tokens or the token budget. It
-does not tokenize, detokenize or check the context length (the engine does that before calling it).
+The prompt is prefilled once; its KV cache rows are copied to the n samples, which then decode as one
+batch. Sequences end on a stop token (unless `ignore_eos`; `stop_token_ids` always count), on the token
+budget, or when the caller finishes them (stop strings are matched on text, by the engine). Finished rows
+leave the batch, so the rest do not pay for them. It does not tokenize, detokenize or check the context.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
 from glmrun.kv_cache import KVCache
 from glmrun.model import Transformer
-from glmrun.sampling import SamplingParams, mask_invalid_rows, sample
+from glmrun.sampling import SamplingParams, TokenHistory, chosen_logprobs, mask_invalid_rows, process_logits, sample
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """One step's log-probabilities: the chosen token's and the top alternatives' (id -> logprob)."""
+
+    token_id: int
+    logprob: float
+    top_logprobs: dict[int, float]
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """A token appended to sequence `index`; `finish_reason` is "stop" or "length" when it ends the sequence."""
+
+    index: int
+    token_id: int
+    logprobs: TokenLogprobs | None
+    finish_reason: str | None
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -25,35 +46,93 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
-@torch.inference_mode()
-def generate_tokens(
-    model: Transformer,
-    prompt_ids: list[int],
-    params: SamplingParams,
-    max_new_tokens: int,
-    stop_token_ids: list[int],
-    vocab_size: int,
-    eos_id: int,
-) -> Iterator[tuple[int, str | None]]:
-    """Yield `(token_id, finish_reason)` per new token; the reason is "stop" or "length" on the last one.
+def prefill(model: Transformer, prompt_ids: list[int], rows: int, capacity: int) -> tuple[KVCache, torch.Tensor]:
+    """Run the prompt once and copy its cache to `rows` rows; returns the cache and last logits `[rows, vocab]`."""
+    weight = model.embed.weight
+    cache = KVCache(model.config, rows, capacity, weight.dtype, weight.device)
+    tokens = torch.tensor([prompt_ids], device=weight.device)  # (1, prompt_len)
+    logits = model(tokens, start_pos=0, cache=cache, last_only=True)[:, -1]  # (1, vocab)
+    if rows > 1:
+        cache.reorder(torch.zeros(rows, dtype=torch.long, device=weight.device), len(prompt_ids))
+    return cache, logits.expand(rows, -1)
 
-    `vocab_size` is the tokenizer's: logit rows past it are padding and never chosen. A stop token is
-    yielded (with reason "stop") unless `params.ignore_eos`.
-    """
-    device = model.embed.weight.device
-    cache = KVCache(model.config, 1, len(prompt_ids) + max_new_tokens, model.embed.weight.dtype, device)
-    generator = make_generator(params.seed, device)
-    stop_ids = set() if params.ignore_eos else set(stop_token_ids)
-    tokens = torch.tensor([prompt_ids], device=device)  # (1, prompt_len)
-    position = 0
-    for step in range(max_new_tokens):
-        logits = model(tokens, start_pos=position, cache=cache, last_only=True)[:, -1]  # (1, vocab)
-        position += tokens.shape[1]
-        logits[:, vocab_size:] = float("-inf")
-        next_token = sample(mask_invalid_rows(logits, eos_id), params, generator)  # (1,)
-        token_id = int(next_token)
-        if token_id in stop_ids:
-            yield token_id, "stop"
+
+class SamplingRun:
+    """n samples of one prompt. Call `step()` until `done`; `finish(index)` ends a sequence early."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        max_new_tokens: int,
+        model_stop_ids: list[int],
+        vocab_size: int,
+        eos_id: int,
+    ) -> None:
+        self.model, self.params, self.max_new_tokens = model, params, max_new_tokens
+        self.vocab_size, self.eos_id = vocab_size, eos_id
+        self.stop_ids = list(params.stop_token_ids) + ([] if params.ignore_eos else model_stop_ids)
+        device = model.embed.weight.device
+        self.cache, self._logits = prefill(model, prompt_ids, params.n, len(prompt_ids) + max_new_tokens)
+        self.history = TokenHistory(prompt_ids, params.n, model.config.vocab_size, device)
+        self.generator = make_generator(params.seed, device)
+        self.position = len(prompt_ids)  # where the next token's K/V goes
+        self.generated = 0  # tokens each unfinished sequence has
+        self.rows = list(range(params.n))  # batch row -> sequence index
+        self._finished: set[int] = set()
+        self._pending: torch.Tensor | None = None  # tokens chosen by the last step, not yet run through the model
+
+    @property
+    def done(self) -> bool:
+        return len(self._finished) == self.params.n
+
+    def finish(self, index: int) -> None:
+        self._finished.add(index)
+
+    def _drop_finished_rows(self) -> None:
+        keep = [row for row, index in enumerate(self.rows) if index not in self._finished]
+        if len(keep) == len(self.rows):
             return
-        yield token_id, "length" if step == max_new_tokens - 1 else None
-        tokens = next_token.view(1, 1)
+        kept = torch.tensor(keep, device=self.history.output_counts.device)
+        self.cache.reorder(kept, self.position)
+        self.history.select(kept)
+        self._pending = self._pending[kept]
+        self.rows = [self.rows[row] for row in keep]
+
+    @torch.inference_mode()
+    def step(self) -> list[TokenChoice]:
+        """Choose the next token of every unfinished sequence."""
+        if self._pending is not None:
+            self._drop_finished_rows()
+            tokens = self._pending[:, None]  # (B, 1)
+            self._logits = self.model(tokens, start_pos=self.position, cache=self.cache, last_only=True)[:, -1]
+            self.position += 1
+        logits = self._logits.clone()  # (B, vocab)
+        logits[:, self.vocab_size :] = float("-inf")  # padding rows of the vocabulary are never chosen
+        logits = mask_invalid_rows(logits, self.eos_id)
+        suppressed = self.stop_ids if self.generated < self.params.min_tokens else []
+        chosen = sample(process_logits(logits, self.history, self.params, suppressed), self.params, self.generator)
+        self.history.append(chosen)
+        self._pending = chosen
+        self.generated += 1
+        logprobs = self._logprobs(logits, chosen) if self.params.logprobs is not None else [None] * len(self.rows)
+        choices = []
+        for index, token_id, token_logprobs in zip(self.rows, chosen.tolist(), logprobs):
+            reason = (
+                "stop" if token_id in self.stop_ids else "length" if self.generated == self.max_new_tokens else None
+            )
+            if reason:
+                self.finish(index)
+            choices.append(TokenChoice(index, token_id, token_logprobs, reason))
+        return choices
+
+    def _logprobs(self, logits: torch.Tensor, chosen: torch.Tensor) -> list[TokenLogprobs]:
+        top_n = self.params.logprobs or 0
+        values, top_values, top_ids = chosen_logprobs(logits, chosen, max(top_n, 1))
+        return [
+            TokenLogprobs(token_id, value, dict(zip(ids[:top_n], tops[:top_n])))
+            for token_id, value, ids, tops in zip(
+                chosen.tolist(), values.tolist(), top_ids.tolist(), top_values.tolist()
+            )
+        ]

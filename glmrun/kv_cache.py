@@ -3,7 +3,8 @@
 With grouped-query attention (ChatGLM3-6B: 32 query heads share 2 KV heads) the cache holds
 `num_kv_heads` heads, not `num_heads`: 16x less memory than full multi-head attention. The tensors are
 allocated once per generation and written in place; the cache does not know about positions or masks (the
-caller says where to write) and never grows.
+caller says where to write) and never grows. `reorder` copies whole rows, for beam search and for the
+samples that share one prefill.
 """
 
 from __future__ import annotations
@@ -50,3 +51,12 @@ class KVCache:
         self.keys[layer, :batch, :, start_pos:end] = keys
         self.values[layer, :batch, :, start_pos:end] = values
         return self.keys[layer, :batch, :, :end], self.values[layer, :batch, :, :end]
+
+    def reorder(self, rows: torch.Tensor, length: int) -> None:
+        """Make row i hold what row `rows[i]` held, for the first `length` positions (rows may repeat).
+
+        Beam search calls this after every step; n samples call it once to copy the prefilled prompt.
+        """
+        count = rows.shape[0]
+        self.keys[:, :count, :, :length] = self.keys[:, rows, :, :length]
+        self.values[:, :count, :, :length] = self.values[:, rows, :, :length]
