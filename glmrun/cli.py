@@ -12,12 +12,13 @@ import sys
 from collections.abc import Callable
 
 from glmrun.config import FAMILIES, load_config
-from glmrun.engine import DTYPES, LLM, build_model, resolve_dtype
+from glmrun.engine import DTYPES, LLM, CompletionOutput, build_model, resolve_dtype
 from glmrun.errors import GlmrunError
 from glmrun.sampling import SamplingParams
 from glmrun.tokenizer import ChatGLMTokenizer
 
 # The official ChatGLM3 chat demo's defaults; SamplingParams() itself defaults to plain sampling (1.0, 1.0).
+# Beam search ignores them (it is deterministic).
 CLI_TEMPERATURE, CLI_TOP_P = 0.8, 0.8
 
 
@@ -26,37 +27,84 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", choices=FAMILIES, help="override the family detected from the folder")
 
 
-def _parse_ids(text: str) -> list[int]:
+def _parse_ids(text: str, flag: str) -> list[int]:
     try:
         return [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise GlmrunError(f"--prompt-ids takes comma-separated integers, got {text!r}") from None
+        raise GlmrunError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+def _sampling_params(args: argparse.Namespace) -> SamplingParams:
+    beams = args.num_beams > 1  # beam search is deterministic: the chat demo's sampling defaults do not apply
+    return SamplingParams(
+        temperature=args.temperature if args.temperature is not None else (0.0 if beams else CLI_TEMPERATURE),
+        top_p=args.top_p if args.top_p is not None else (1.0 if beams else CLI_TOP_P),
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        presence_penalty=args.presence_penalty,
+        frequency_penalty=args.frequency_penalty,
+        seed=args.seed,
+        stop=args.stop,
+        stop_token_ids=_parse_ids(args.stop_token_ids, "--stop-token-ids") if args.stop_token_ids else (),
+        ignore_eos=args.ignore_eos,
+        max_tokens=args.max_tokens,
+        min_tokens=args.min_tokens,
+        n=args.n,
+        logprobs=args.logprobs,
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        early_stopping={"true": True, "false": False, "never": "never"}[args.early_stopping],
+        num_return_sequences=args.num_return_sequences,
+    )
+
+
+def _output_json(output: CompletionOutput, tokenizer: ChatGLMTokenizer) -> dict:
+    def entry(token_id: int, logprob: float) -> dict:
+        return {"token_id": token_id, "token": tokenizer.id_to_piece(token_id), "logprob": logprob}
+
+    logprobs = None
+    if output.logprobs is not None:
+        logprobs = [
+            {**entry(step.token_id, step.logprob), "top_logprobs": [entry(t, v) for t, v in step.top_logprobs.items()]}
+            for step in output.logprobs
+        ]
+    return {
+        "index": output.index,
+        "token_ids": output.token_ids,
+        "text": output.text,
+        "finish_reason": output.finish_reason,
+        "cumulative_logprob": output.cumulative_logprob,
+        "logprobs": logprobs,
+    }
+
+
+def _print_output(output: CompletionOutput, tokenizer: ChatGLMTokenizer) -> None:
+    score = "" if output.cumulative_logprob is None else f", cumulative logprob {output.cumulative_logprob:.3f}"
+    print(f"--- [{output.index}] {len(output.token_ids)} tokens, finish: {output.finish_reason}{score}")
+    print(output.text)
+    for step in output.logprobs or []:
+        alternatives = "  ".join(f"{tokenizer.id_to_piece(t)!r} {v:.3f}" for t, v in step.top_logprobs.items())
+        print(f"    {tokenizer.id_to_piece(step.token_id)!r:<16} {step.logprob:9.3f}   {alternatives}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    params = SamplingParams(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        seed=args.seed,
-        max_tokens=args.max_tokens,
-        ignore_eos=args.ignore_eos,
-    )
-    prompt = _parse_ids(args.prompt_ids) if args.prompt_ids is not None else args.prompt
+    params = _sampling_params(args)
+    prompt = _parse_ids(args.prompt_ids, "--prompt-ids") if args.prompt_ids is not None else args.prompt
     llm = LLM(args.model, dtype=args.dtype, device=args.device, family=args.family)
     if args.json:
         out = llm.generate(prompt, params)
-        print(
-            json.dumps(
-                {"token_ids": out.token_ids, "text": out.text, "finish_reason": out.finish_reason},
-                ensure_ascii=False,
-            )
-        )
-        return
-    for piece in llm.stream(prompt, params):
-        sys.stdout.write(piece.text)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+        outputs = [_output_json(output, llm.tokenizer) for output in out.outputs]
+        first = {key: outputs[0][key] for key in ("token_ids", "text", "finish_reason")}
+        print(json.dumps({**first, "outputs": outputs}, ensure_ascii=False))
+    elif params.n > 1 or params.num_beams > 1 or params.logprobs is not None:
+        for output in llm.generate(prompt, params).outputs:
+            _print_output(output, llm.tokenizer)
+    else:
+        for piece in llm.stream(prompt, params):
+            sys.stdout.write(piece.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
@@ -158,12 +206,30 @@ def build_parser() -> argparse.ArgumentParser:
     prompt = generate.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="text, encoded with [gMASK] sop in front")
     prompt.add_argument("--prompt-ids", help="token ids, comma-separated")
-    generate.add_argument("--max-tokens", type=int, help="new tokens at most (default: up to the context length)")
-    generate.add_argument("--temperature", type=float, default=CLI_TEMPERATURE, help="0 = greedy (default 0.8)")
-    generate.add_argument("--top-p", type=float, default=CLI_TOP_P, help="nucleus sampling (default 0.8)")
-    generate.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
-    generate.add_argument("--seed", type=int, help="random seed for reproducible sampling")
-    generate.add_argument("--ignore-eos", action="store_true", help="do not stop at the model's stop tokens")
+    sampling = generate.add_argument_group(
+        "sampling (applied in this order: penalties, temperature, top-k, top-p, min-p)"
+    )
+    sampling.add_argument("--temperature", type=float, help="0 = greedy (default 0.8; 0 with --num-beams)")
+    sampling.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
+    sampling.add_argument("--top-p", type=float, help="nucleus sampling (default 0.8; 1 with --num-beams)")
+    sampling.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability")
+    sampling.add_argument("--repetition-penalty", type=float, default=1.0, help="HF repetition penalty (1 = off)")
+    sampling.add_argument("--presence-penalty", type=float, default=0.0, help="OpenAI presence penalty")
+    sampling.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI frequency penalty")
+    sampling.add_argument("--seed", type=int, help="random seed for reproducible sampling")
+    sampling.add_argument("--n", type=int, default=1, help="independent samples of the prompt (one shared prefill)")
+    sampling.add_argument("--logprobs", type=int, help="show the chosen token's and the top-N log-probabilities")
+    stopping = generate.add_argument_group("stopping")
+    stopping.add_argument("--max-tokens", type=int, help="new tokens at most (default: up to the context length)")
+    stopping.add_argument("--min-tokens", type=int, default=0, help="no stop before this many new tokens")
+    stopping.add_argument("--stop", action="append", help="stop string, not included in the output (repeatable)")
+    stopping.add_argument("--stop-token-ids", help="comma-separated token ids that end generation")
+    stopping.add_argument("--ignore-eos", action="store_true", help="do not stop at the model's stop tokens")
+    beams = generate.add_argument_group("beam search")
+    beams.add_argument("--num-beams", type=int, default=1, help="beams (> 1 turns beam search on)")
+    beams.add_argument("--length-penalty", type=float, default=1.0, help="score = logprob sum / length^this")
+    beams.add_argument("--early-stopping", choices=["true", "false", "never"], default="false", help="as in HF")
+    beams.add_argument("--num-return-sequences", type=int, default=1, help="best beams to print")
     generate.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="compute dtype")
     generate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     generate.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")

@@ -160,7 +160,7 @@ class LLM:
             )
         return params.max_tokens
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the caller gets an ordinary tensor it may modify
     def logits(self, token_ids: list[int]) -> torch.Tensor:
         """Logits `[len(token_ids), vocab]` in float32 from one full forward pass (no cache)."""
         ids = self._prompt_ids(token_ids)

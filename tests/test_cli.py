@@ -60,7 +60,9 @@ def test_generate_json_equals_the_api(capsys, tiny_model):
     expected = LLM(tiny_model, dtype="float32", progress=False).generate(
         "the model", SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
     )
-    assert result == {"token_ids": expected.token_ids, "text": expected.text, "finish_reason": "length"}
+    first = {key: result[key] for key in ("token_ids", "text", "finish_reason")}
+    assert first == {"token_ids": expected.token_ids, "text": expected.text, "finish_reason": "length"}
+    assert result["outputs"][0]["token_ids"] == expected.token_ids
 
 
 def test_generate_streams_text(capsys, tiny_model):
@@ -98,6 +100,8 @@ def test_tokenize(capsys, tiny_model):
         (["generate", "{model}", "--prompt-ids", "1,x"], "comma-separated"),
         (["generate", "{model}", "--prompt", "hi", "--top-p", "2"], "top_p"),
         (["generate", "{model}", "--prompt", "hi", "--max-tokens", "1000"], "context"),
+        (["generate", "{model}", "--prompt", "hi", "--num-beams", "2", "--temperature", "0.5"], "temperature=0"),
+        (["generate", "{model}", "--prompt", "hi", "--stop-token-ids", "2,a"], "--stop-token-ids"),
     ],
 )
 def test_errors_are_one_line(capsys, tiny_model, argv, fragment):
@@ -113,3 +117,38 @@ def test_console_script_is_installed(tiny_model):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["family"] == "chatglm3"
+
+
+def test_generate_beams_json_equals_the_api(capsys, tiny_model):
+    code, out, _ = run(capsys, "generate", str(tiny_model), "--prompt", "the model", "--num-beams", "3",
+                       "--num-return-sequences", "2", "--max-tokens", "5", "--ignore-eos", "--dtype", "float32",
+                       "--json")  # fmt: skip
+    expected = LLM(tiny_model, dtype="float32", progress=False).generate(
+        "the model", SamplingParams(temperature=0, num_beams=3, num_return_sequences=2, max_tokens=5, ignore_eos=True)
+    )
+    result = json.loads(out)
+    assert code == 0
+    assert [output["token_ids"] for output in result["outputs"]] == [output.token_ids for output in expected.outputs]
+    assert result["token_ids"] == expected.token_ids
+
+
+def test_generate_prints_every_sample_with_logprobs(capsys, tiny_model):
+    code, out, _ = run(capsys, "generate", str(tiny_model), "--prompt", "the model", "--n", "3", "--logprobs", "2",
+                       "--max-tokens", "4", "--ignore-eos", "--seed", "5")  # fmt: skip
+    assert code == 0
+    assert out.count("--- [") == 3 and "--- [2] 4 tokens, finish: length, cumulative logprob" in out
+    assert len([line for line in out.splitlines() if line.startswith("    ")]) == 3 * 4  # a logprob row per token
+
+
+def test_generate_json_logprobs_and_stop(capsys, tiny_model):
+    code, out, _ = run(capsys, "generate", str(tiny_model), "--prompt", "the model", "--temperature", "0",
+                       "--max-tokens", "6", "--ignore-eos", "--logprobs", "3", "--json")  # fmt: skip
+    result = json.loads(out)
+    steps = result["outputs"][0]["logprobs"]
+    assert code == 0 and len(steps) == 6 and all(len(step["top_logprobs"]) == 3 for step in steps)
+    assert result["outputs"][0]["cumulative_logprob"] == pytest.approx(sum(step["logprob"] for step in steps))
+    stop = result["text"][2:4]
+    code, out, _ = run(capsys, "generate", str(tiny_model), "--prompt", "the model", "--temperature", "0",
+                       "--max-tokens", "6", "--ignore-eos", "--stop", stop, "--json")  # fmt: skip
+    stopped = json.loads(out)
+    assert stopped["text"] == result["text"][: result["text"].find(stop)] and stopped["finish_reason"] == "stop"

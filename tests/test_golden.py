@@ -36,6 +36,13 @@ def test_greedy_continuations_equal_official(golden):
         assert out.finish_reason == "length"
 
 
+def test_beam_search_equals_official(golden):
+    llm, data, _ = golden
+    params = SamplingParams(num_beams=3, max_tokens=12, ignore_eos=True, temperature=0)
+    for prompt in data["prompts"]:
+        assert llm.generate(prompt["input_ids"], params).token_ids == prompt["beam3_new_ids"], prompt["name"]
+
+
 def test_logits_equal_official(golden):
     llm, data, reference = golden
     for prompt in data["prompts"]:
