@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from glmrun.attention import DEFAULT_FLASH_BLOCK, Attend, make_attention, math_attention
 from glmrun.beam_search import beam_search
 from glmrun.config import ModelConfig, load_config
 from glmrun.errors import GlmrunError
@@ -100,14 +101,17 @@ def resolve_dtype(name: str, config: ModelConfig, device: torch.device) -> torch
     return torch.bfloat16
 
 
-def build_model(config: ModelConfig) -> Transformer:
+def build_model(config: ModelConfig, attend: Attend = math_attention) -> Transformer:
     """The model's modules with no memory behind them (the meta device), ready for `load_state_dict(assign=True)`."""
     with torch.device("meta"):
-        return Transformer(config)
+        return Transformer(config, attend)
 
 
 class LLM:
     """A ChatGLM2/ChatGLM3 model ready to generate.
+
+    `attention` picks the backend once: "auto" (= "sdpa"), "math", "flash" (tiles of `flash_block_size`) or
+    "sdpa"; all give the same results (see attention.py).
 
     >>> llm = LLM("chatglm3-6b", dtype="bfloat16")
     >>> llm.generate("Hello", SamplingParams(temperature=0, max_tokens=8)).text
@@ -120,13 +124,15 @@ class LLM:
         device: str = "cpu",
         family: str | None = None,
         progress: bool | None = None,
+        attention: str = "auto",
+        flash_block_size: int = DEFAULT_FLASH_BLOCK,
     ) -> None:
         self.folder = Path(model)
         self.config = load_config(self.folder, family)
         self.tokenizer = ChatGLMTokenizer.from_folder(self.folder, self.config.family)
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.config, self.device)
-        self.model = build_model(self.config)
+        self.model = build_model(self.config, make_attention(attention, flash_block_size))
         expected = {name: tuple(tensor.shape) for name, tensor in self.model.state_dict().items()}
         show_progress = sys.stderr.isatty() if progress is None else progress
         state = load_checkpoint(self.folder, expected, self.dtype, self.device, show_progress)

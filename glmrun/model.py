@@ -4,8 +4,8 @@ embedding -> N x [RMSNorm -> attention (fused QKV, grouped-query, partial interl
 -> RMSNorm -> SwiGLU MLP -> residual] -> final RMSNorm -> output layer. Activations are `[batch, seq, hidden]`.
 
 It knows nothing of files, tokenizers, sampling, quantization or devices: weights arrive through
-`load_state_dict` (see weights.py), keys and values go to a KVCache the caller owns, and the caller says at
-which position the new tokens start.
+`load_state_dict` (see weights.py), keys and values go to a KVCache the caller owns, the caller says at
+which position the new tokens start, and the attention backend is handed in (see attention.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glmrun.attention import math_attention
+from glmrun.attention import Attend, math_attention
 from glmrun.config import ModelConfig
 from glmrun.kv_cache import KVCache
 
@@ -71,9 +71,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class Attention(nn.Module):
     """Self-attention with one fused QKV projection and `num_kv_heads` shared key/value heads."""
 
-    def __init__(self, config: ModelConfig, layer: int) -> None:
+    def __init__(self, config: ModelConfig, layer: int, attend: Attend) -> None:
         super().__init__()
-        self.layer = layer
+        self.layer, self.attend = layer, attend
         self.num_heads, self.num_kv_heads, self.head_dim = (
             config.num_heads,
             config.num_kv_heads,
@@ -98,7 +98,7 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
         if cache is not None:
             k, v = cache.write(self.layer, start_pos, k, v)  # (B, kvh, start_pos + T, D)
-        y = math_attention(q, k, v)  # (B, H, T, D)
+        y = self.attend(q, k, v)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(batch, seq, q_size))  # (B, T, hidden)
 
 
@@ -118,10 +118,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer layer: x + attention(norm(x)), then h + mlp(norm(h))."""
 
-    def __init__(self, config: ModelConfig, layer: int) -> None:
+    def __init__(self, config: ModelConfig, layer: int, attend: Attend) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(config.hidden_size, config.norm_eps)
-        self.attention = Attention(config, layer)
+        self.attention = Attention(config, layer, attend)
         self.mlp_norm = RMSNorm(config.hidden_size, config.norm_eps)
         self.mlp = MLP(config)
 
@@ -139,11 +139,11 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Token ids in, float32 logits out."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, attend: Attend = math_attention) -> None:
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Block(config, layer) for layer in range(config.num_layers))
+        self.layers = nn.ModuleList(Block(config, layer, attend) for layer in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 

@@ -13,12 +13,17 @@ from tests.conftest import golden_model_folder, shared_path
 CASES = ["glm3-public", "glm2-public"]
 
 
-@pytest.fixture(scope="module", params=CASES)
+BACKENDS = ["math", "flash", "sdpa"]
+
+
+@pytest.fixture(scope="module", params=[(case, backend) for case in CASES for backend in BACKENDS], ids=str)
 def golden(request, tmp_path_factory):
-    case = request.param
+    case, backend = request.param
     golden = json.loads(shared_path("golden", case, "golden.json").read_text())
     logits = np.load(shared_path("golden", case, "golden_logits.npz"))
-    llm = LLM(golden_model_folder(case, tmp_path_factory), dtype="float32", progress=False)
+    # A small flash block, so that the golden prompts (12 to 168 tokens) span several tiles.
+    folder = golden_model_folder(case, tmp_path_factory)
+    llm = LLM(folder, dtype="float32", progress=False, attention=backend, flash_block_size=16)
     return llm, golden, logits
 
 
