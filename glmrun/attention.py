@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from glmrun.errors import GlmrunError
 
 Attend = Callable[..., torch.Tensor]
-DEFAULT_FLASH_BLOCK = 256
+DEFAULT_FLASH_BLOCK = 128  # fastest of 32..1024 on a 2-core AVX-512 CPU (benchmarks/attention.py)
 
 
 def query_positions(
@@ -75,7 +75,7 @@ def flash_attention(
     key_lengths: torch.Tensor | None = None,
     block_size: int = DEFAULT_FLASH_BLOCK,
 ) -> torch.Tensor:
-    """Tiled attention with an online softmax. Memory: one `[B, heads, block, block]` tile of scores."""
+    """Tiled attention with an online softmax. Memory: one tile of at most `[B, heads, block, block]` scores."""
     batch, num_heads, query_len, head_dim = q.shape
     num_kv_heads, key_len = k.shape[1], k.shape[2]
     group = num_heads // num_kv_heads
@@ -90,11 +90,13 @@ def flash_attention(
         tile_positions = positions[:, q_start:q_end]  # (B or 1, t)
         # Keys after the last query of the tile are invisible to every row: those tiles are never computed.
         key_stop = key_len - query_len + q_end
+        # A tile holds at most block_size^2 scores per query head: short query tiles (decode) take wide key tiles.
+        key_block = block_size * max(1, block_size // tile_len)
         running_max = torch.full((batch, num_kv_heads, group * tile_len, 1), float("-inf"), device=q.device)
         running_sum = torch.zeros_like(running_max)
         acc = torch.zeros(batch, num_kv_heads, group * tile_len, head_dim, device=q.device)  # float32
-        for k_start in range(0, key_stop, block_size):
-            k_end = min(k_start + block_size, key_stop)
+        for k_start in range(0, key_stop, key_block):
+            k_end = min(k_start + key_block, key_stop)
             scores = (q_tile @ k[:, :, k_start:k_end].transpose(-1, -2)).float() * scale  # (B, kvh, G*t, k)
             if k_end - 1 > key_len - query_len + q_start or key_lengths is not None:  # tile crosses the diagonal
                 allowed = visible(tile_positions, k_start, k_end)  # (B or 1, t, k)
