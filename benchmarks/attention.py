@@ -41,7 +41,7 @@ def run_child(backend: str, mode: str, length: int, repeats: int) -> dict:
     from glmrun.attention import make_attention
 
     torch.manual_seed(0)
-    attend = make_attention(backend)
+    attend = make_attention(backend, torch.device("cpu"))
     query_len = length if mode == "prefill" else 1
     q = torch.randn(1, HEADS, query_len, HEAD_DIM)
     k, v = torch.randn(1, KV_HEADS, length, HEAD_DIM), torch.randn(1, KV_HEADS, length, HEAD_DIM)

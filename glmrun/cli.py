@@ -190,7 +190,8 @@ def cmd_info(args: argparse.Namespace) -> None:
         ),
         (
             "full MHA KV",
-            f"{_human_bytes(mha)} per token ({mha / kv:g}x more) if every query head had its own K/V",
+            f"{_human_bytes(mha)} per token, {_human_bytes(mha * info['context_length'])} for the full context "
+            f"({mha / kv:g}x more) if every query head had its own K/V",
         ),
     ]
     for name, value in rows:

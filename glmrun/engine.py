@@ -110,8 +110,8 @@ def build_model(config: ModelConfig, attend: Attend = math_attention) -> Transfo
 class LLM:
     """A ChatGLM2/ChatGLM3 model ready to generate.
 
-    `attention` picks the backend once: "auto" (= "sdpa"), "math", "flash" (tiles of `flash_block_size`) or
-    "sdpa"; all give the same results (see attention.py).
+    `attention` picks the backend once: "auto", "math", "flash" (tiles of `flash_block_size`) or "sdpa"; all
+    give the same results (see attention.py).
 
     >>> llm = LLM("chatglm3-6b", dtype="bfloat16")
     >>> llm.generate("Hello", SamplingParams(temperature=0, max_tokens=8)).text
@@ -132,7 +132,7 @@ class LLM:
         self.tokenizer = ChatGLMTokenizer.from_folder(self.folder, self.config.family)
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.config, self.device)
-        self.model = build_model(self.config, make_attention(attention, flash_block_size))
+        self.model = build_model(self.config, make_attention(attention, self.device, flash_block_size))
         expected = {name: tuple(tensor.shape) for name, tensor in self.model.state_dict().items()}
         show_progress = sys.stderr.isatty() if progress is None else progress
         state = load_checkpoint(self.folder, expected, self.dtype, self.device, show_progress)

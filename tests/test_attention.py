@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glmrun import LLM, GlmrunError
-from glmrun.attention import flash_attention, make_attention, math_attention, sdpa_attention
+from glmrun.attention import cpu_auto_attention, flash_attention, make_attention, math_attention, sdpa_attention
 from glmrun.kv_cache import KVCache
 
 
@@ -42,6 +42,7 @@ def test_backends_equal_math(case):
     reference = math_attention(q, k, v, lengths)
     torch.testing.assert_close(flash_attention(q, k, v, lengths, block_size=block), reference, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sdpa_attention(q, k, v, lengths), reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cpu_auto_attention(q, k, v, lengths), reference, atol=1e-5, rtol=1e-5)
 
 
 def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int]) -> torch.Tensor:
@@ -80,7 +81,7 @@ def test_padding_after_a_row_s_length_is_never_read():
 
 @pytest.mark.parametrize("backend", ["math", "flash", "sdpa"])
 def test_bfloat16_inputs_stay_close_to_float32(backend):
-    attend = make_attention(backend, block_size=16)
+    attend = make_attention(backend, torch.device("cpu"), block_size=16)
     generator = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(*shape, generator=generator) for shape in [(1, 8, 40, 32), (1, 2, 50, 32), (1, 2, 50, 32)])
     exact = math_attention(q, k, v)
@@ -89,7 +90,7 @@ def test_bfloat16_inputs_stay_close_to_float32(backend):
     torch.testing.assert_close(low.float(), exact, atol=3e-2, rtol=0)  # bf16 keeps ~3 significant digits
 
 
-@pytest.mark.parametrize("backend", ["math", "flash", "sdpa"])
+@pytest.mark.parametrize("backend", ["auto", "math", "flash", "sdpa"])
 def test_model_cached_decoding_equals_full_recomputation(make_checkpoint, backend):
     llm = LLM(make_checkpoint(), dtype="float32", progress=False, attention=backend, flash_block_size=5)
     tokens = torch.randint(0, 400, (2, 21))
@@ -106,4 +107,4 @@ def test_unknown_backend_is_refused(tiny_model):
     with pytest.raises(GlmrunError, match="unknown attention backend"):
         LLM(tiny_model, attention="fast")
     with pytest.raises(GlmrunError, match="block size"):
-        make_attention("flash", block_size=0)
+        make_attention("flash", torch.device("cpu"), block_size=0)

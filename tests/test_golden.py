@@ -13,7 +13,7 @@ from tests.conftest import golden_model_folder, shared_path
 CASES = ["glm3-public", "glm2-public"]
 
 
-BACKENDS = ["math", "flash", "sdpa"]
+BACKENDS = ["auto", "math", "flash", "sdpa"]
 
 
 @pytest.fixture(scope="module", params=[(case, backend) for case in CASES for backend in BACKENDS], ids=str)
