@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from glmrun.generate import prefill
+from glmrun.generate import fork_rows, prefill
+from glmrun.kv_cache import KVCache
 from glmrun.model import Transformer
 from glmrun.sampling import SamplingParams, TokenHistory, apply_penalties, mask_invalid_rows, suppress_tokens
 
@@ -79,7 +80,10 @@ def beam_search(
     beams = params.num_beams
     stop_ids = list(params.stop_token_ids) + ([] if params.ignore_eos else model_stop_ids)
     device = model.embed.weight.device
-    cache, logits = prefill(model, prompt_ids, beams, len(prompt_ids) + max_new_tokens)
+    weight = model.embed.weight
+    cache = KVCache(model.config, beams, len(prompt_ids) + max_new_tokens, weight.dtype, weight.device)
+    logits = prefill(model, prompt_ids, cache).expand(beams, -1)  # (beams, vocab)
+    fork_rows(cache, beams, len(prompt_ids))
     history = TokenHistory(prompt_ids, beams, model.config.vocab_size, device)
     # All beams start as copies of the prompt; only the first may expand at step 1 (the others are -1e9 behind).
     beam_scores = torch.full((beams,), -1e9, device=device)

@@ -1,4 +1,4 @@
-"""The `glmrun` command line: generate, tokenize, info.
+"""The `glmrun` command line: generate, chat, tokenize, info.
 
 Each subcommand parses its flags, calls the public API and prints; errors a user can cause are printed as one
 line (`glmrun: error: ...`) with exit status 1. No model logic lives here.
@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from glmrun.config import FAMILIES, load_config
 from glmrun.engine import DTYPES, LLM, CompletionOutput, build_model, resolve_dtype
@@ -107,6 +108,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
         sys.stdout.write("\n")
 
 
+def cmd_chat(args: argparse.Namespace) -> None:
+    from glmrun.chat_cli import run_chat
+
+    llm = LLM(args.model, dtype=args.dtype, device=args.device, family=args.family)
+    run_chat(llm, _sampling_params(args), args.mode, args.system, Path(args.image_dir))
+
+
 def cmd_tokenize(args: argparse.Namespace) -> None:
     config = load_config(args.model, args.family)
     tokenizer = ChatGLMTokenizer.from_folder(args.model, config.family)
@@ -198,16 +206,8 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"{name:<12} {value}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glmrun", description="Run ChatGLM2/ChatGLM3 models.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    generate = commands.add_parser("generate", help="continue a prompt, streaming the text")
-    _add_model_arguments(generate)
-    prompt = generate.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt", help="text, encoded with [gMASK] sop in front")
-    prompt.add_argument("--prompt-ids", help="token ids, comma-separated")
-    sampling = generate.add_argument_group(
+def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    sampling = parser.add_argument_group(
         "sampling (applied in this order: penalties, temperature, top-k, top-p, min-p)"
     )
     sampling.add_argument("--temperature", type=float, help="0 = greedy (default 0.8; 0 with --num-beams)")
@@ -220,21 +220,43 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--seed", type=int, help="random seed for reproducible sampling")
     sampling.add_argument("--n", type=int, default=1, help="independent samples of the prompt (one shared prefill)")
     sampling.add_argument("--logprobs", type=int, help="show the chosen token's and the top-N log-probabilities")
-    stopping = generate.add_argument_group("stopping")
+    stopping = parser.add_argument_group("stopping")
     stopping.add_argument("--max-tokens", type=int, help="new tokens at most (default: up to the context length)")
     stopping.add_argument("--min-tokens", type=int, default=0, help="no stop before this many new tokens")
     stopping.add_argument("--stop", action="append", help="stop string, not included in the output (repeatable)")
     stopping.add_argument("--stop-token-ids", help="comma-separated token ids that end generation")
     stopping.add_argument("--ignore-eos", action="store_true", help="do not stop at the model's stop tokens")
-    beams = generate.add_argument_group("beam search")
+    beams = parser.add_argument_group("beam search")
     beams.add_argument("--num-beams", type=int, default=1, help="beams (> 1 turns beam search on)")
     beams.add_argument("--length-penalty", type=float, default=1.0, help="score = logprob sum / length^this")
     beams.add_argument("--early-stopping", choices=["true", "false", "never"], default="false", help="as in HF")
     beams.add_argument("--num-return-sequences", type=int, default=1, help="best beams to print")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glmrun", description="Run ChatGLM2/ChatGLM3 models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="continue a prompt, streaming the text")
+    _add_model_arguments(generate)
+    prompt = generate.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="text, encoded with [gMASK] sop in front")
+    prompt.add_argument("--prompt-ids", help="token ids, comma-separated")
+    _add_decoding_arguments(generate)
     generate.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="compute dtype")
     generate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     generate.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     generate.set_defaults(run=cmd_generate)
+
+    chat = commands.add_parser("chat", help="interactive chat: plain, with tools, or with a code interpreter")
+    _add_model_arguments(chat)
+    chat.add_argument("--mode", choices=["chat", "tool", "code"], default="chat", help="dialogue mode")
+    chat.add_argument("--system", help="system prompt (default: the official demo's for the mode; '' for none)")
+    chat.add_argument("--image-dir", default="glmrun-images", help="where images made by code are saved")
+    _add_decoding_arguments(chat)
+    chat.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="compute dtype")
+    chat.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    chat.set_defaults(run=cmd_chat)
 
     tokenize = commands.add_parser("tokenize", help="show the token ids of a text")
     _add_model_arguments(tokenize)

@@ -2,8 +2,8 @@
 
 `LLM(folder)` reads the config, the tokenizer and the weights; `generate`, `stream` and `logits` serve
 requests one at a time (n samples or beams of one request decode as a batch). Prompts are text (encoded
-with `[gMASK] sop`) or token ids. Conversation formats are not built here, and there is no batching across
-requests yet.
+with `[gMASK] sop`) or token ids; `encode_chat`, `chat` and `chat_stream` take conversations (formats in
+chat/, the tool loop in tools/agent.py). There is no batching across requests yet.
 """
 
 from __future__ import annotations
@@ -12,18 +12,24 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from glmrun.attention import DEFAULT_FLASH_BLOCK, Attend, make_attention, math_attention
 from glmrun.beam_search import beam_search
+from glmrun.chat.messages import Message, normalize_messages
+from glmrun.chat.templates import encode_chat
 from glmrun.config import ModelConfig, load_config
 from glmrun.errors import GlmrunError
 from glmrun.generate import SamplingRun, TokenLogprobs
+from glmrun.interpreter import CodeInterpreter
+from glmrun.kv_cache import KVCache
 from glmrun.model import Transformer
 from glmrun.sampling import SamplingParams
 from glmrun.stop_strings import StopStringMatcher
 from glmrun.tokenizer import ChatGLMTokenizer, IncrementalDetokenizer
+from glmrun.tools.agent import Agent, AgentEvent, NewMessage, tool_descriptions
 from glmrun.weights import load_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -86,6 +92,42 @@ class _SequenceText:
         """The text still held back when the sequence ends, and whether it completed a stop string."""
         text, stopped = self.matcher.feed(self.detokenizer.flush(), match_stop_strings)
         return (text, True) if stopped else (text + self.matcher.flush(), False)
+
+
+class ConversationCache:
+    """The KV cache of one conversation and the token ids whose keys and values it holds.
+
+    The next request reuses the longest common prefix and prefills only the rest. History is re-encoded from
+    text each turn, as the official code does, so the reused part ends where the last answer begins; everything
+    before it (system prompt, earlier turns) is never computed again.
+    """
+
+    def __init__(self) -> None:
+        self.kv: KVCache | None = None
+        self.token_ids: list[int] = []
+
+    def clear(self) -> None:
+        self.token_ids = []
+
+    def reusable(self, prompt_ids: list[int]) -> int:
+        """How many leading prompt tokens are already cached (at least one token is always left to run)."""
+        common = 0
+        for cached, new in zip(self.token_ids, prompt_ids[:-1]):
+            if cached != new:
+                break
+            common += 1
+        return common
+
+    def reserve(self, model: Transformer, capacity: int, keep: int) -> KVCache:
+        """A cache of at least `capacity` positions whose first `keep` positions are the cached ones."""
+        if self.kv is None or self.kv.capacity < capacity:
+            weight = model.embed.weight
+            grown = KVCache(model.config, 1, capacity, weight.dtype, weight.device)
+            if self.kv is not None and keep:
+                grown.keys[:, :, :, :keep] = self.kv.keys[:, :1, :, :keep]
+                grown.values[:, :, :, :keep] = self.kv.values[:, :1, :, :keep]
+            self.kv = grown
+        return self.kv
 
 
 def resolve_dtype(name: str, config: ModelConfig, device: torch.device) -> torch.dtype:
@@ -174,20 +216,50 @@ class LLM:
         tokens = torch.tensor([ids], device=self.device)  # (1, T)
         return self.model(tokens)[0]
 
-    def stream(self, prompt: str | list[int], params: SamplingParams | None = None) -> Iterator[StreamPiece]:
-        """Generate, yielding a StreamPiece per new token of each of the n sequences as soon as it is chosen."""
+    def stream(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        conversation: ConversationCache | None = None,
+    ) -> Iterator[StreamPiece]:
+        """Generate, yielding a StreamPiece per new token of each of the n sequences as soon as it is chosen.
+
+        With a `conversation`, its cached prefix is reused and the cache is left holding this exchange.
+        """
         params = params or SamplingParams()
         if params.num_beams > 1:
             raise GlmrunError("beam search settles its sequences only at the end: use generate(), not stream()")
         prompt_ids = self._prompt_ids(prompt)
         budget = self._token_budget(len(prompt_ids), params)
+        cache, cached = None, 0
+        if conversation is not None:
+            if params.n != 1:
+                raise GlmrunError("a conversation continues one answer: use n=1")
+            cached = conversation.reusable(prompt_ids)
+            cache = conversation.reserve(self.model, len(prompt_ids) + budget, cached)
+            conversation.token_ids = prompt_ids[:cached]  # all that is certain until the prefill is done
         tokenizer = self.tokenizer
         run = SamplingRun(
-            self.model, prompt_ids, params, budget, tokenizer.stop_token_ids, tokenizer.vocab_size, tokenizer.eos_id
+            self.model,
+            prompt_ids,
+            params,
+            budget,
+            tokenizer.stop_token_ids,
+            tokenizer.vocab_size,
+            tokenizer.eos_id,
+            cache=cache,
+            cached=cached,
         )
         texts = [_SequenceText(tokenizer, params.stop_strings) for _ in range(params.n)]
+        previous: int | None = None
         while not run.done:
             for choice in run.step():
+                if conversation is not None:  # the cache now holds the prompt and every token before this one
+                    if previous is None:
+                        conversation.token_ids = list(prompt_ids)
+                    else:
+                        conversation.token_ids.append(previous)
+                    previous = choice.token_id
                 text, match = texts[choice.index], run.generated >= params.min_tokens
                 reason = choice.finish_reason
                 if reason == "stop":  # a stop token: it adds no text
@@ -225,6 +297,40 @@ class LLM:
                 )
             )
         return GenerationOutput(prompt_ids, outputs)
+
+    def encode_chat(
+        self, messages: list[Message], tools: list[Any] | None = None, add_generation_prompt: bool = True
+    ) -> list[int]:
+        """Token ids of a conversation (native or OpenAI-form messages) in the model's official format."""
+        return encode_chat(
+            self.tokenizer, normalize_messages(messages, tool_descriptions(tools)), add_generation_prompt
+        )
+
+    def chat_stream(
+        self,
+        messages: list[Message],
+        tools: list[Any] | None = None,
+        params: SamplingParams | None = None,
+        max_tool_rounds: int = 5,
+        interpreter: CodeInterpreter | None = None,
+        conversation: ConversationCache | None = None,
+    ) -> Iterator[AgentEvent]:
+        """Run model -> tool or code -> observation -> model until the model answers in text, yielding events
+        (text deltas, tool calls and results, code and its output, and every new message)."""
+        agent = Agent(self, tools, interpreter, max_tool_rounds)
+        yield from agent.run(messages, params or SamplingParams(), conversation or ConversationCache())
+
+    def chat(
+        self,
+        messages: list[Message],
+        tools: list[Any] | None = None,
+        params: SamplingParams | None = None,
+        max_tool_rounds: int = 5,
+        interpreter: CodeInterpreter | None = None,
+    ) -> list[Message]:
+        """The new messages of one exchange: each assistant segment with its metadata, and each observation."""
+        events = self.chat_stream(messages, tools, params, max_tool_rounds, interpreter)
+        return [event.message for event in events if isinstance(event, NewMessage)]
 
     def _beam_search(self, prompt_ids: list[int], params: SamplingParams) -> list[CompletionOutput]:
         budget = self._token_budget(len(prompt_ids), params)

@@ -1,9 +1,10 @@
 """Sampling decode loop: n sequences from one prompt, one token per unfinished sequence per step.
 
-The prompt is prefilled once; its KV cache rows are copied to the n samples, which then decode as one
-batch. Sequences end on a stop token (unless `ignore_eos`; `stop_token_ids` always count), on the token
-budget, or when the caller finishes them (stop strings are matched on text, by the engine). Finished rows
-leave the batch, so the rest do not pay for them. It does not tokenize, detokenize or check the context.
+The prompt is prefilled once (only past the tokens a conversation's cache already holds); its KV cache row
+is copied to the n samples, which then decode as one batch. Sequences end on a stop token (unless
+`ignore_eos`; `stop_token_ids` always count), on the token budget, or when the caller finishes them (stop
+strings are matched on text, by the engine). Finished rows leave the batch, so the rest do not pay for them.
+It does not tokenize, detokenize or check the context.
 """
 
 from __future__ import annotations
@@ -46,15 +47,16 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
-def prefill(model: Transformer, prompt_ids: list[int], rows: int, capacity: int) -> tuple[KVCache, torch.Tensor]:
-    """Run the prompt once and copy its cache to `rows` rows; returns the cache and last logits `[rows, vocab]`."""
-    weight = model.embed.weight
-    cache = KVCache(model.config, rows, capacity, weight.dtype, weight.device)
-    tokens = torch.tensor([prompt_ids], device=weight.device)  # (1, prompt_len)
-    logits = model(tokens, start_pos=0, cache=cache, last_only=True)[:, -1]  # (1, vocab)
+def prefill(model: Transformer, prompt_ids: list[int], cache: KVCache, cached: int = 0) -> torch.Tensor:
+    """Run the prompt tokens after the first `cached` (already in row 0 of the cache); last logits `[1, vocab]`."""
+    tokens = torch.tensor([prompt_ids[cached:]], device=cache.keys.device)  # (1, new tokens)
+    return model(tokens, start_pos=cached, cache=cache, last_only=True)[:, -1]
+
+
+def fork_rows(cache: KVCache, rows: int, length: int) -> None:
+    """Copy row 0's first `length` positions to rows 1..rows-1 (samples or beams sharing one prefill)."""
     if rows > 1:
-        cache.reorder(torch.zeros(rows, dtype=torch.long, device=weight.device), len(prompt_ids))
-    return cache, logits.expand(rows, -1)
+        cache.reorder(torch.zeros(rows, dtype=torch.long, device=cache.keys.device), length)
 
 
 class SamplingRun:
@@ -69,12 +71,19 @@ class SamplingRun:
         model_stop_ids: list[int],
         vocab_size: int,
         eos_id: int,
+        cache: KVCache | None = None,
+        cached: int = 0,
     ) -> None:
+        """`cache` may already hold the first `cached` prompt tokens in row 0 (a conversation's earlier turns)."""
         self.model, self.params, self.max_new_tokens = model, params, max_new_tokens
         self.vocab_size, self.eos_id = vocab_size, eos_id
         self.stop_ids = list(params.stop_token_ids) + ([] if params.ignore_eos else model_stop_ids)
         device = model.embed.weight.device
-        self.cache, self._logits = prefill(model, prompt_ids, params.n, len(prompt_ids) + max_new_tokens)
+        weight = model.embed.weight
+        capacity = len(prompt_ids) + max_new_tokens
+        self.cache = cache or KVCache(model.config, params.n, capacity, weight.dtype, weight.device)
+        self._logits = prefill(model, prompt_ids, self.cache, cached).expand(params.n, -1)  # (n, vocab)
+        fork_rows(self.cache, params.n, len(prompt_ids))
         self.history = TokenHistory(prompt_ids, params.n, model.config.vocab_size, device)
         self.generator = make_generator(params.seed, device)
         self.position = len(prompt_ids)  # where the next token's K/V goes
