@@ -39,6 +39,9 @@ def train_tiny_sentencepiece(path: Path) -> Path:
         character_coverage=1.0,
         model_type="unigram",
         minloglevel=2,
+        # Like ChatGLM's: no normalization, whitespace kept as is, so "\n" survives (as the <0x0A> byte piece).
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
     )
     path.write_bytes(model.getvalue())
     return path

@@ -57,6 +57,27 @@ class _Collector:
         return joined
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, read from the host's /proc (namespaces do not hide them from it)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # the field after the state, past "(comm)"
+        children.setdefault(parent, []).append(int(entry.name))
+    found, frontier = set(), [pid]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
 class CodeInterpreter:
     def __init__(
         self,
@@ -98,11 +119,9 @@ class CodeInterpreter:
         manager.connection_file = str(self.runtime_dir / "connection.json")
         manager.write_connection_file()
         hand_over(Path(manager.connection_file))  # the kernel (as nobody) must read it
-        log = (self.runtime_dir / "kernel.log").open("ab")  # the kernel's own console output, kept off ours
-        manager.start_kernel(
-            env=kernel_environment(self.runtime_dir, seen_workdir), cwd=str(self.workdir), stdout=log, stderr=log
-        )
-        log.close()
+        self._log = (self.runtime_dir / "kernel.log").open("ab")  # the kernel's console output, kept off ours
+        environment = kernel_environment(self.runtime_dir, seen_workdir)
+        manager.start_kernel(env=environment, cwd=str(self.workdir), stdout=self._log, stderr=self._log)
         self._manager = manager
         self._connect()
 
@@ -110,6 +129,11 @@ class CodeInterpreter:
         self._client = self._manager.client()
         self._client.start_channels()
         self._client.wait_for_ready(timeout=60)
+        self._baseline_processes = len(self._sandbox_processes())
+
+    def _sandbox_processes(self) -> set[int]:
+        """The processes the kernel's launcher has below it (wrappers, the kernel, and whatever code started)."""
+        return descendants(self._manager.provisioner.process.pid)
 
     def _restart(self) -> None:
         self._client.stop_channels()
@@ -122,6 +146,7 @@ class CodeInterpreter:
             self._client.stop_channels()
             self._manager.shutdown_kernel(now=True)
             self._manager = None
+            self._log.close()
         shutil.rmtree(self._root, ignore_errors=True)
 
     def __enter__(self) -> CodeInterpreter:
@@ -178,6 +203,11 @@ class CodeInterpreter:
                 collector.add("\n".join(content["traceback"]) + "\n")
             elif kind == "status" and content["execution_state"] == "idle":
                 break
+        if result.error and not result.restarted and len(self._sandbox_processes()) > self._baseline_processes:
+            # A failed cell left processes behind (a fork bomb, a hung child): only a restart clears them all.
+            self._restart()
+            result.restarted = True
+            collector.add("\n[the code left processes running; the kernel was restarted and its variables are lost]")
         result.output, result.images = collector.text().strip("\n"), images
         return result
 
