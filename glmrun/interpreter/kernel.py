@@ -22,7 +22,7 @@ from pathlib import Path
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
-from glmrun.interpreter.sandbox import SandboxLimits, SandboxReport, hand_over, kernel_command, kernel_environment
+from glmrun.interpreter.sandbox import SandboxLimits, hand_over, kernel_command, kernel_environment
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 KERNEL_NAME = "glmrun-sandbox"
@@ -92,12 +92,14 @@ class CodeInterpreter:
         self.workdir = Path(workdir) if workdir else self._root / "work"
         self.image_dir = Path(image_dir) if image_dir else self._root / "images"
         self.runtime_dir = self._root / "runtime"
-        self.timeout, self.output_limit, self.isolate = timeout, output_limit, isolate
+        self.timeout, self.output_limit = timeout, output_limit
         self.limits = limits or SandboxLimits()
         self._manager: KernelManager | None = None
         self._client = None
         self._image_count = 0
-        self.report: SandboxReport | None = None
+        self._argv, self._seen_workdir, self.report = kernel_command(
+            self.workdir, self._root, self.runtime_dir, self.limits, isolate
+        )
 
     # -- kernel life cycle -------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -106,12 +108,9 @@ class CodeInterpreter:
         self._root.chmod(0o711)  # the sandbox user may pass through the session folder, not list it
         for folder in (self.workdir, self.runtime_dir):
             hand_over(folder)
-        argv, seen_workdir, self.report = kernel_command(
-            self.workdir, self._root, self.runtime_dir, self.limits, self.isolate
-        )
         spec_dir = self._root / "kernels" / KERNEL_NAME
         spec_dir.mkdir(parents=True, exist_ok=True)
-        spec = {"argv": argv, "display_name": "glmrun sandbox", "language": "python", "interrupt_mode": "message"}
+        spec = {"argv": self._argv, "display_name": "glmrun sandbox", "language": "python", "interrupt_mode": "message"}
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
         specs = KernelSpecManager(kernel_dirs=[str(self._root / "kernels")])
         manager = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs, transport="ipc")
@@ -120,7 +119,7 @@ class CodeInterpreter:
         manager.write_connection_file()
         hand_over(Path(manager.connection_file))  # the kernel (as nobody) must read it
         self._log = (self.runtime_dir / "kernel.log").open("ab")  # the kernel's console output, kept off ours
-        environment = kernel_environment(self.runtime_dir, seen_workdir)
+        environment = kernel_environment(self.runtime_dir, self._seen_workdir)
         manager.start_kernel(env=environment, cwd=str(self.workdir), stdout=self._log, stderr=self._log)
         self._manager = manager
         self._connect()
