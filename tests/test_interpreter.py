@@ -130,3 +130,14 @@ def test_writes_only_inside_the_working_folder(interpreter):
 def test_report_says_what_is_enforced(interpreter):
     text = interpreter.report.describe()
     assert "no network" in text and "nobody" in text and "NOT enforced" not in text
+
+
+def test_python_installation_stays_visible_under_a_private_mount():
+    import sys
+    from pathlib import Path
+
+    from glmrun.interpreter.sandbox import python_paths_under
+
+    venv = Path(sys.prefix).resolve()
+    assert python_paths_under(str(venv.parent.parent)) == [str(venv.parent.parent / venv.parent.name)]
+    assert python_paths_under("/nonexistent-folder") == []

@@ -57,6 +57,19 @@ def kernel_environment(runtime_dir: Path, workdir: str) -> dict[str, str]:
     }
 
 
+def python_paths_under(folder: str) -> list[str]:
+    """The top-level entries of `folder` that hold the Python installation (venv, base install), which a private
+    mount on `folder` would hide. Whole entries, so that their real permissions stay visible to the sandbox user
+    (folders bubblewrap creates for a deeper mount point are readable by root only)."""
+    paths = {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent.parent)}
+    roots = set()
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved.is_relative_to(folder) and resolved != Path(folder):
+            roots.add(str(Path(folder) / resolved.relative_to(folder).parts[0]))
+    return sorted(roots)
+
+
 def kernel_command(
     workdir: Path, session_dir: Path, runtime_dir: Path, limits: SandboxLimits, isolate: bool = True
 ) -> tuple[list[str], str, SandboxReport]:
@@ -89,6 +102,7 @@ def kernel_command(
             "--dev", "/dev",
             "--proc", "/proc",
             "--tmpfs", "/tmp",
+            *[flag for path in python_paths_under("/tmp") for flag in ("--ro-bind", path, path)],
             "--tmpfs", "/mnt",
             "--bind", str(workdir), SANDBOX_WORKDIR,
             "--ro-bind", str(session_dir), str(session_dir),
