@@ -1,4 +1,4 @@
-"""`glmrun chat`: an interactive conversation in the terminal, in ChatGLM3's three modes.
+"""`glmrun chat`: an interactive conversation in the terminal, in ChatGLM3's three modes (others: chat only).
 
 - chat: plain conversation (the official chat system prompt);
 - tool: the built-in tools (time, calculator, random numbers) offered to the model, calls and results shown;
@@ -33,6 +33,7 @@ class ChatSession:
     def __init__(self, llm: LLM, params: SamplingParams, mode: str, system: str | None, out: TextIO,
                  image_dir: Path) -> None:  # fmt: skip
         self.llm, self.params, self.out, self.image_dir = llm, params, out, image_dir
+        self.speaker = "ChatGLM: " if llm.tokenizer.family.startswith("chatglm") else "Assistant: "
         self.conversation = ConversationCache()
         self.interpreter: CodeInterpreter | None = None
         self.messages: list[Message] = []
@@ -46,15 +47,16 @@ class ChatSession:
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
             raise GlmrunError(f"unknown mode {mode!r}: choose chat, tool or code")
-        if mode != "chat" and self.llm.tokenizer.family == "chatglm2":
-            raise GlmrunError("ChatGLM2 has only the chat mode (no tools or code interpreter)")
+        if mode != "chat" and self.llm.tokenizer.family != "chatglm3":
+            raise GlmrunError(f"only ChatGLM3 has the tool and code modes; this is a {self.llm.config.family} model")
         self.mode = mode
         if mode == "code" and self.interpreter is None:
             self.interpreter = CodeInterpreter(image_dir=self.image_dir)
         self.clear()
 
     def clear(self) -> None:
-        system = self.system_override if self.system_override is not None else MODES[self.mode]
+        chatglm3 = self.llm.tokenizer.family == "chatglm3"  # others: the chat template's own default, if any
+        system = self.system_override if self.system_override is not None else MODES[self.mode] if chatglm3 else ""
         no_system = self.llm.tokenizer.family == "chatglm2" or not system
         self.messages = [] if no_system else [{"role": "system", "content": system}]
         self.conversation.clear()
@@ -89,7 +91,7 @@ class ChatSession:
         events = self.llm.chat_stream(messages, tools, self.params, interpreter=self.interpreter,
                                       conversation=self.conversation)  # fmt: skip
         new: list[Message] = []
-        self.say("ChatGLM: ")
+        self.say(self.speaker)
         try:
             for event in events:
                 self._show(event)
@@ -108,14 +110,14 @@ class ChatSession:
             arguments = ", ".join(f"{name}={value!r}" for name, value in event.arguments.items())
             self.say(f"\n[tool call] {event.name}({arguments})\n")
         elif isinstance(event, ToolOutput):
-            self.say(f"[observation] {event.result.observation}\nChatGLM: ")
+            self.say(f"[observation] {event.result.observation}\n{self.speaker}")
         elif isinstance(event, CodeCall):
             self.say(f"\n[code]\n{event.code}\n")
         elif isinstance(event, CodeOutput):
             self.say(f"[output]\n{event.result.output}\n")
             for image in event.result.images:
                 self.say(f"[image saved] {image}\n")
-            self.say("ChatGLM: ")
+            self.say(self.speaker)
         elif isinstance(event, RoundLimit):
             self.say(f"\n(stopped after {event.rounds} tool rounds)")
 

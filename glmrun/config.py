@@ -1,8 +1,9 @@
 """ModelConfig: the engine's description of a model, and the ONLY place that knows checkpoint config keys.
 
-`load_config(folder)` reads a Hugging Face ChatGLM folder (`config.json`, and `tokenizer_config.json` for the
-family) into a frozen dataclass in the engine's own terms (layers, heads, KV heads, head size, rotary settings).
-It does not read weights or tokenizers, and it never imports the remote-code `.py` files shipped with a model.
+`load_config(folder)` reads a Hugging Face folder (ChatGLM's `config.json`, and `tokenizer_config.json` for the
+family; or a Llama/Qwen2 `config.json`), and `ModelConfig.from_gguf` a GGUF file's metadata, into a frozen
+dataclass in the engine's own terms (layers, heads, KV heads, head size, rotary settings). It does not read
+weights or tokenizers, and it never imports the remote-code `.py` files shipped with a model.
 
 ChatGLM2 and ChatGLM3 share one architecture and one `config.json` schema, but differ in the tokenizer's
 special tokens, the conversation format and what `rope_ratio` means. The family is detected from the model's
@@ -20,8 +21,8 @@ from typing import Any, Literal
 
 from glmrun.errors import GlmrunError
 
-Family = Literal["chatglm2", "chatglm3"]
-FAMILIES: tuple[str, ...] = ("chatglm2", "chatglm3")
+Family = Literal["chatglm2", "chatglm3", "llama"]
+FAMILIES: tuple[str, ...] = ("chatglm2", "chatglm3")  # the ChatGLM families a user may name (--family)
 log = logging.getLogger(__name__)
 
 # Switches of the official ChatGLMConfig that glmrun does not implement, with the value it requires.
@@ -54,11 +55,14 @@ class ModelConfig:
     rope_base: float  # base of the rotary frequencies, rope_ratio already applied where it scales the base
     rope_position_scale: float  # positions are divided by this (ChatGLM2-32K's interpolation); 1 elsewhere
     checkpoint_dtype: str  # `torch_dtype` of the stored weights, e.g. "float16"
+    architecture: str = "chatglm"  # "chatglm" or "llama" (Llama, Qwen2, SmolLM: same layers, other names)
+    rotary_dim: int = 0  # leading dims of each head that rotate (ChatGLM: half of them; Llama: all); 0 = half
+    rope_interleaved: bool = True  # pairs (0,1), (2,3)... (ChatGLM, llama.cpp's GGUF) or halves (HF Llama)
+    tie_word_embeddings: bool = False  # the output layer reuses the embedding matrix
 
-    @property
-    def rotary_dim(self) -> int:
-        """Dimensions of each head that are rotated: the first half (the rest passes through)."""
-        return self.head_dim // 2
+    def __post_init__(self) -> None:
+        if not self.rotary_dim:
+            object.__setattr__(self, "rotary_dim", self.head_dim // 2)
 
     @property
     def queries_per_kv_head(self) -> int:
@@ -114,6 +118,81 @@ class ModelConfig:
         config._validate()
         return config
 
+    @classmethod
+    def from_hf_llama_config(cls, hf: dict[str, Any]) -> ModelConfig:
+        """A Hugging Face `LlamaForCausalLM` / `Qwen2ForCausalLM` config.json (half-split rotary over whole heads)."""
+        if hf.get("rope_scaling"):
+            raise GlmrunError(f"unsupported config.json setting rope_scaling={hf['rope_scaling']!r}")
+        try:
+            heads = int(hf["num_attention_heads"])
+            head_dim = int(hf.get("head_dim") or int(hf["hidden_size"]) // heads)
+            config = cls(
+                family="llama",
+                num_layers=int(hf["num_hidden_layers"]),
+                hidden_size=int(hf["hidden_size"]),
+                num_heads=heads,
+                num_kv_heads=int(hf.get("num_key_value_heads") or heads),
+                head_dim=head_dim,
+                ffn_hidden_size=int(hf["intermediate_size"]),
+                vocab_size=int(hf["vocab_size"]),
+                max_seq_len=int(hf.get("max_position_embeddings", 2048)),
+                norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+                qkv_bias=bool(hf.get("attention_bias", hf.get("model_type") == "qwen2")),
+                linear_bias=False,
+                rope_base=float(hf.get("rope_theta", 10000.0)),
+                rope_position_scale=1.0,
+                checkpoint_dtype=str(hf.get("torch_dtype", "float32")),
+                architecture="llama",
+                rotary_dim=head_dim,
+                rope_interleaved=False,
+                tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            )
+        except KeyError as missing:
+            raise GlmrunError(f"config.json lacks the key {missing}, which every Llama config has") from None
+        config._validate()
+        return config
+
+    @classmethod
+    def from_gguf(cls, meta: dict[str, Any], has_output_tensor: bool) -> ModelConfig:
+        """A GGUF file's metadata (`general.architecture` llama, qwen2 or chatglm). llama.cpp's converter permutes
+        Q/K rows so that rotating interleaved pairs equals Hugging Face's half-split rotation: no un-permuting."""
+        arch = meta.get("general.architecture")
+        if arch not in ("llama", "qwen2", "chatglm"):
+            raise GlmrunError(f"unsupported GGUF architecture {arch!r}: glmrun runs llama, qwen2 and chatglm")
+
+        def key(name: str, default: Any = None) -> Any:
+            value = meta.get(f"{arch}.{name}", default)
+            if value is None:
+                raise GlmrunError(f"the GGUF file lacks {arch}.{name}")
+            return value
+
+        heads = int(key("attention.head_count"))
+        head_dim = int(key("embedding_length")) // heads
+        chatglm = arch == "chatglm"
+        config = cls(
+            family="chatglm3" if chatglm else "llama",
+            num_layers=int(key("block_count")),
+            hidden_size=int(key("embedding_length")),
+            num_heads=heads,
+            num_kv_heads=int(key("attention.head_count_kv", heads)),
+            head_dim=head_dim,
+            ffn_hidden_size=int(key("feed_forward_length")),
+            vocab_size=int(meta.get(f"{arch}.vocab_size") or len(meta["tokenizer.ggml.tokens"])),
+            max_seq_len=int(key("context_length")),
+            norm_eps=float(key("attention.layer_norm_rms_epsilon")),
+            qkv_bias=chatglm or arch == "qwen2",
+            linear_bias=False,
+            rope_base=float(key("rope.freq_base", 10000.0)),
+            rope_position_scale=1.0,
+            checkpoint_dtype="float32",
+            architecture="chatglm" if chatglm else "llama",
+            rotary_dim=int(key("rope.dimension_count", head_dim // 2 if chatglm else head_dim)),
+            rope_interleaved=True,
+            tie_word_embeddings=not has_output_tensor,
+        )
+        config._validate()
+        return config
+
     def _validate(self) -> None:
         if min(self.num_layers, self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim) <= 0:
             raise GlmrunError("config.json: layers, hidden size, heads, groups and kv_channels must be positive")
@@ -122,8 +201,8 @@ class ModelConfig:
                 f"config.json: num_attention_heads {self.num_heads} is not a multiple of "
                 f"multi_query_group_num {self.num_kv_heads}"
             )
-        if self.head_dim % 4:
-            raise GlmrunError(f"config.json: kv_channels {self.head_dim} must be a multiple of 4 (rotary pairs)")
+        if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
+            raise GlmrunError(f"config: {self.rotary_dim} rotary dims do not fit heads of {self.head_dim}")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -158,6 +237,8 @@ def load_config(folder: str | Path, family: str | None = None) -> ModelConfig:
     if not config_path.is_file():
         raise GlmrunError(f"{folder} has no config.json: is it a Hugging Face ChatGLM model folder?")
     hf = _read_json(config_path)
+    if hf.get("model_type") in ("llama", "qwen2"):
+        return ModelConfig.from_hf_llama_config(hf)
     if family is not None and family not in FAMILIES:
         raise GlmrunError(f"unknown family {family!r}: choose one of {', '.join(FAMILIES)}")
     chosen = family or detect_family(folder, hf)

@@ -1,9 +1,10 @@
 """LLM: the public entry point that owns a model, its tokenizer and the generation loop.
 
-`LLM(folder)` reads the config, the tokenizer and the weights; `generate`, `stream` and `logits` serve
-requests one at a time (n samples or beams of one request decode as a batch). Prompts are text (encoded
-with `[gMASK] sop`) or token ids; `encode_chat`, `chat` and `chat_stream` take conversations (formats in
-chat/, the tool loop in tools/agent.py). There is no batching across requests yet.
+`LLM(folder or .gguf file)` reads the config, the tokenizer and the weights (`LLM()`: the default model);
+`generate`, `stream` and `logits` serve requests one at a time (n samples or beams of one request decode as a
+batch). Prompts are text (encoded with the tokenizer's special prefix, `[gMASK] sop` for ChatGLM) or token ids;
+`encode_chat`, `chat` and `chat_stream` take conversations (formats in chat/, the tool loop in
+tools/agent.py). There is no batching across requests yet.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from glmrun.attention import DEFAULT_FLASH_BLOCK, Attend, make_attention, math_a
 from glmrun.beam_search import beam_search
 from glmrun.chat.messages import Message, normalize_messages
 from glmrun.chat.templates import encode_chat
-from glmrun.config import ModelConfig, load_config
+from glmrun.config import ModelConfig
 from glmrun.errors import GlmrunError
 from glmrun.generate import SamplingRun, TokenLogprobs
 from glmrun.interpreter import CodeInterpreter
 from glmrun.kv_cache import KVCache
 from glmrun.model import Transformer
 from glmrun.sampling import SamplingParams
+from glmrun.sources import open_model
 from glmrun.stop_strings import StopStringMatcher
 from glmrun.tokenizer import ChatGLMTokenizer, IncrementalDetokenizer
 from glmrun.tools.agent import Agent, AgentEvent, NewMessage, tool_descriptions
-from glmrun.weights import load_checkpoint
+from glmrun.weights import load_state
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -150,7 +152,7 @@ def build_model(config: ModelConfig, attend: Attend = math_attention) -> Transfo
 
 
 class LLM:
-    """A ChatGLM2/ChatGLM3 model ready to generate.
+    """A ChatGLM2/ChatGLM3 model (or a Llama-family one, from a folder or a GGUF file) ready to generate.
 
     `attention` picks the backend once: "auto", "math", "flash" (tiles of `flash_block_size`) or "sdpa"; all
     give the same results (see attention.py).
@@ -161,7 +163,7 @@ class LLM:
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path | None = None,
         dtype: str = "auto",
         device: str = "cpu",
         family: str | None = None,
@@ -169,15 +171,17 @@ class LLM:
         attention: str = "auto",
         flash_block_size: int = DEFAULT_FLASH_BLOCK,
     ) -> None:
-        self.folder = Path(model)
-        self.config = load_config(self.folder, family)
-        self.tokenizer = ChatGLMTokenizer.from_folder(self.folder, self.config.family)
+        source = open_model(model, family)
+        self.folder, self.config, self.tokenizer = source.path, source.config, source.tokenizer
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.config, self.device)
         self.model = build_model(self.config, make_attention(attention, self.device, flash_block_size))
         expected = {name: tuple(tensor.shape) for name, tensor in self.model.state_dict().items()}
         show_progress = sys.stderr.isatty() if progress is None else progress
-        state = load_checkpoint(self.folder, expected, self.dtype, self.device, show_progress)
+        state = load_state(
+            source.tensors(), source.table, expected, self.dtype, self.device, show_progress,
+            self.config.tie_word_embeddings,
+        )  # fmt: skip
         self.model.load_state_dict(state, assign=True)
         self.model.eval()
 

@@ -1,7 +1,9 @@
-"""The ChatGLM2/ChatGLM3 transformer, top to bottom, in plain PyTorch.
+"""The ChatGLM2/ChatGLM3 transformer (and the Llama family through config switches), top to bottom, in PyTorch.
 
 embedding -> N x [RMSNorm -> attention (fused QKV, grouped-query, partial interleaved rotary) -> residual
 -> RMSNorm -> SwiGLU MLP -> residual] -> final RMSNorm -> output layer. Activations are `[batch, seq, hidden]`.
+Llama differs only in switches: rotary over whole heads in split halves, and an output layer that may reuse
+the embedding (tied); its separate q/k/v and gate/up weights are fused when loaded.
 
 It knows nothing of files, tokenizers, sampling, quantization or devices: weights arrive through
 `load_state_dict` (see weights.py), keys and values go to a KVCache the caller owns, the caller says at
@@ -53,19 +55,24 @@ def rotary_angles(
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first rotary_dim dims of each head of `x` `[B, T, H, D]` in interleaved pairs (0,1), (2,3)...
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool = True) -> torch.Tensor:
+    """Rotate the first rotary_dim dims of each head of `x` `[B, T, H, D]`; the rest pass through unchanged.
 
-    The remaining D - rotary_dim dims pass through unchanged.
+    Interleaved (ChatGLM, llama.cpp's GGUF layout): dims (0,1), (2,3)... form the rotated pairs. Otherwise
+    (Hugging Face Llama, "rotate half"): dim i pairs with dim i + rotary_dim/2.
     """
     batch, seq, heads, head_dim = x.shape
     rotary_dim = 2 * cos.shape[-1]
     rotated, passed = x[..., :rotary_dim], x[..., rotary_dim:]
-    pairs = rotated.reshape(batch, seq, heads, rotary_dim // 2, 2)  # (B, T, H, R/2, 2)
-    even, odd = pairs[..., 0], pairs[..., 1]  # (B, T, H, R/2)
     cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, R/2): broadcast over heads
-    rotated = torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1)  # (B, T, H, R/2, 2)
-    return torch.cat([rotated.flatten(3), passed], dim=-1)  # (B, T, H, D)
+    if interleaved:
+        pairs = rotated.reshape(batch, seq, heads, rotary_dim // 2, 2)  # (B, T, H, R/2, 2)
+        even, odd = pairs[..., 0], pairs[..., 1]  # (B, T, H, R/2)
+        rotated = torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1).flatten(3)  # (B, T, H, R)
+    else:
+        first, second = rotated[..., : rotary_dim // 2], rotated[..., rotary_dim // 2 :]  # (B, T, H, R/2) each
+        rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)  # (B, T, H, R)
+    return torch.cat([rotated, passed], dim=-1)  # (B, T, H, D)
 
 
 class Attention(nn.Module):
@@ -73,7 +80,7 @@ class Attention(nn.Module):
 
     def __init__(self, config: ModelConfig, layer: int, attend: Attend) -> None:
         super().__init__()
-        self.layer, self.attend = layer, attend
+        self.layer, self.attend, self.interleaved = layer, attend, config.rope_interleaved
         self.num_heads, self.num_kv_heads, self.head_dim = (
             config.num_heads,
             config.num_kv_heads,
@@ -92,8 +99,8 @@ class Attention(nn.Module):
         batch, seq, _ = x.shape
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q, k, v = self.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = apply_rotary(q.view(batch, seq, self.num_heads, self.head_dim), *rotary)  # (B, T, H, D)
-        k = apply_rotary(k.view(batch, seq, self.num_kv_heads, self.head_dim), *rotary)  # (B, T, kvh, D)
+        q = apply_rotary(q.view(batch, seq, self.num_heads, self.head_dim), *rotary, self.interleaved)  # (B,T,H,D)
+        k = apply_rotary(k.view(batch, seq, self.num_kv_heads, self.head_dim), *rotary, self.interleaved)
         v = v.view(batch, seq, self.num_kv_heads, self.head_dim)  # (B, T, kvh, D)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
         if cache is not None:

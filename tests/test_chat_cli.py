@@ -72,7 +72,7 @@ def test_ctrl_c_stops_the_answer_not_the_session(llm, tmp_path, monkeypatch):
 def test_tool_and_code_events_are_shown(tmp_path):
     out = io.StringIO()
     session = ChatSession.__new__(ChatSession)
-    session.out = out
+    session.out, session.speaker = out, "ChatGLM: "
     for event in [
         ToolCall("calculator", {"expression": "6*7"}),
         ToolOutput(ToolResult("calculator", {"expression": "6*7"}, "42", ok=True)),

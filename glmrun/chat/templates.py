@@ -5,13 +5,17 @@
   `<|assistant|>`: the model writes its own metadata line.
 - ChatGLM2: the text "[Round i]\\n\\n问：{query}\\n\\n答：{response}\\n\\n" per finished round, then the open
   round, encoded with `[gMASK] sop`.
-Text a user types that looks like a special token stays ordinary text. Messages are native (messages.py).
+- Other models: their own Jinja chat template (jinja.py), as Hugging Face's `apply_chat_template` renders it.
+For ChatGLM, text a user types that looks like a special token stays ordinary text. Messages are native
+(messages.py).
 """
 
 from __future__ import annotations
 
 import json
 
+from glmrun.bpe_tokenizer import BPETokenizer
+from glmrun.chat.jinja import render_chat_template
 from glmrun.chat.messages import Message
 from glmrun.errors import GlmrunError
 from glmrun.tokenizer import ChatGLMTokenizer
@@ -55,8 +59,30 @@ def encode_chatglm2(tokenizer: ChatGLMTokenizer, messages: list[Message], add_ge
     return tokenizer.encode(prompt, add_special_tokens=True)
 
 
-def encode_chat(tokenizer: ChatGLMTokenizer, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
+def encode_templated(tokenizer: BPETokenizer, messages: list[Message], add_generation_prompt: bool) -> list[int]:
+    """The model's own Jinja chat template, rendered and tokenized like HF `apply_chat_template`."""
+    if not tokenizer.chat_template:
+        raise GlmrunError("this model ships no chat template: use plain prompts (glmrun generate --raw)")
+    template_messages = [
+        {"role": "tool" if m["role"] == "observation" else m["role"], "content": m["content"]} for m in messages
+    ]
+    special = {token_id: text for text, token_id in tokenizer.special_tokens.items()}
+    text = render_chat_template(
+        tokenizer.chat_template,
+        template_messages,
+        add_generation_prompt,
+        bos_token=special.get(tokenizer.bos_id, ""),
+        eos_token=special.get(tokenizer.eos_id, ""),
+    )
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def encode_chat(
+    tokenizer: ChatGLMTokenizer | BPETokenizer, messages: list[Message], add_generation_prompt: bool = True
+) -> list[int]:
     """Token ids of a native conversation in the tokenizer's family's format."""
     if tokenizer.family == "chatglm2":
         return encode_chatglm2(tokenizer, messages, add_generation_prompt)
-    return encode_chatglm3(tokenizer, messages, add_generation_prompt)
+    if tokenizer.family == "chatglm3":
+        return encode_chatglm3(tokenizer, messages, add_generation_prompt)
+    return encode_templated(tokenizer, messages, add_generation_prompt)

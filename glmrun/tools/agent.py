@@ -81,8 +81,8 @@ class Agent:
         max_tool_rounds: int = 5,
         tool_timeout: float = 30.0,
     ) -> None:
-        if tools and llm.tokenizer.family == "chatglm2":
-            raise GlmrunError("ChatGLM2 has no tool calling: use a ChatGLM3 model for tools")
+        if (tools or interpreter) and llm.tokenizer.family != "chatglm3":
+            raise GlmrunError("tool calling and the code interpreter need ChatGLM3's format: use a ChatGLM3 model")
         self.llm, self.interpreter, self.max_tool_rounds = llm, interpreter, max_tool_rounds
         self.descriptions = tool_descriptions(tools)
         runnable = (
@@ -129,7 +129,7 @@ class Agent:
     ) -> Iterator[TextDelta | SegmentDone]:
         tokenizer = self.llm.tokenizer
         prompt = encode_chat(tokenizer, history, add_generation_prompt=True)
-        if tokenizer.family == "chatglm2":  # plain text answers, no segments
+        if tokenizer.family != "chatglm3":  # plain text answers, no segments
             text = []
             for piece in self.llm.stream(prompt, params, conversation):
                 text.append(piece.text)
