@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import gguf
+
 from glmrun.errors import GlmrunError
 
 Family = Literal["chatglm2", "chatglm3", "llama"]
@@ -184,7 +186,7 @@ class ModelConfig:
             linear_bias=False,
             rope_base=float(key("rope.freq_base", 10000.0)),
             rope_position_scale=1.0,
-            checkpoint_dtype="float32",
+            checkpoint_dtype=f"GGUF {gguf_file_type(meta.get('general.file_type'))}",
             architecture="chatglm" if chatglm else "llama",
             rotary_dim=int(key("rope.dimension_count", head_dim // 2 if chatglm else head_dim)),
             rope_interleaved=True,
@@ -203,6 +205,14 @@ class ModelConfig:
             )
         if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
             raise GlmrunError(f"config: {self.rotary_dim} rotary dims do not fit heads of {self.head_dim}")
+
+
+def gguf_file_type(code: int | None) -> str:
+    """llama.cpp's name for a GGUF file's storage type (e.g. 1 -> F16, 3 -> Q4_1)."""
+    try:
+        return gguf.LlamaFileType(code).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except ValueError:
+        return "unknown"
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -139,6 +139,8 @@ def resolve_dtype(name: str, config: ModelConfig, device: torch.device) -> torch
         if name not in DTYPES:
             raise GlmrunError(f"unknown dtype {name!r}: choose auto, {', '.join(DTYPES)}")
         return DTYPES[name]
+    if config.checkpoint_dtype.startswith("GGUF"):  # dequantized at load: float32 keeps the weights exact
+        return torch.float32 if device.type == "cpu" else torch.float16
     stored = DTYPES.get(config.checkpoint_dtype, torch.float16)
     if stored == torch.float32 or device.type != "cpu":
         return stored

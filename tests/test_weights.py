@@ -54,10 +54,10 @@ def test_missing_config(tmp_path):
 
 
 def test_unknown_model_type(make_checkpoint):
-    folder = make_checkpoint(model_type="llama")
+    folder = make_checkpoint(model_type="bert")
     with pytest.raises(GlmrunError) as excinfo:
         LLM(folder)
-    assert_one_line_error(excinfo, "unsupported model_type 'llama'")
+    assert_one_line_error(excinfo, "unsupported model_type 'bert'")
 
 
 @pytest.mark.parametrize("switch,value", [("rmsnorm", False), ("pre_seq_len", 128), ("quantization_bit", 4)])
