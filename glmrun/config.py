@@ -156,11 +156,13 @@ class ModelConfig:
 
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], has_output_tensor: bool) -> ModelConfig:
-        """A GGUF file's metadata (`general.architecture` llama, qwen2 or chatglm). llama.cpp's converter permutes
-        Q/K rows so that rotating interleaved pairs equals Hugging Face's half-split rotation: no un-permuting."""
+        """A GGUF file's metadata (`general.architecture` llama or qwen2). llama.cpp's converter permutes Q/K rows
+        so that rotating interleaved pairs equals Hugging Face's half-split rotation: no un-permuting needed."""
         arch = meta.get("general.architecture")
-        if arch not in ("llama", "qwen2", "chatglm"):
-            raise GlmrunError(f"unsupported GGUF architecture {arch!r}: glmrun runs llama, qwen2 and chatglm")
+        if arch == "chatglm":
+            raise GlmrunError("ChatGLM GGUF files are not supported yet: use the model's Hugging Face folder")
+        if arch not in ("llama", "qwen2"):
+            raise GlmrunError(f"unsupported GGUF architecture {arch!r}: glmrun runs llama and qwen2 GGUF files")
 
         def key(name: str, default: Any = None) -> Any:
             value = meta.get(f"{arch}.{name}", default)
@@ -170,9 +172,8 @@ class ModelConfig:
 
         heads = int(key("attention.head_count"))
         head_dim = int(key("embedding_length")) // heads
-        chatglm = arch == "chatglm"
         config = cls(
-            family="chatglm3" if chatglm else "llama",
+            family="llama",
             num_layers=int(key("block_count")),
             hidden_size=int(key("embedding_length")),
             num_heads=heads,
@@ -182,13 +183,13 @@ class ModelConfig:
             vocab_size=int(meta.get(f"{arch}.vocab_size") or len(meta["tokenizer.ggml.tokens"])),
             max_seq_len=int(key("context_length")),
             norm_eps=float(key("attention.layer_norm_rms_epsilon")),
-            qkv_bias=chatglm or arch == "qwen2",
+            qkv_bias=arch == "qwen2",
             linear_bias=False,
             rope_base=float(key("rope.freq_base", 10000.0)),
             rope_position_scale=1.0,
             checkpoint_dtype=f"GGUF {gguf_file_type(meta.get('general.file_type'))}",
-            architecture="chatglm" if chatglm else "llama",
-            rotary_dim=int(key("rope.dimension_count", head_dim // 2 if chatglm else head_dim)),
+            architecture="llama",
+            rotary_dim=int(key("rope.dimension_count", head_dim)),
             rope_interleaved=True,
             tie_word_embeddings=not has_output_tensor,
         )

