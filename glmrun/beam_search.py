@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from glmrun.generate import fork_rows, prefill
+from glmrun.generate import Vocabulary, fork_rows, prefill
 from glmrun.kv_cache import KVCache
 from glmrun.model import Transformer
 from glmrun.sampling import SamplingParams, TokenHistory, apply_penalties, mask_invalid_rows, suppress_tokens
@@ -72,13 +72,11 @@ def beam_search(
     prompt_ids: list[int],
     params: SamplingParams,
     max_new_tokens: int,
-    model_stop_ids: list[int],
-    vocab_size: int,
-    eos_id: int,
+    vocabulary: Vocabulary,
 ) -> list[Hypothesis]:
     """The `params.num_return_sequences` best hypotheses, best first."""
     beams = params.num_beams
-    stop_ids = list(params.stop_token_ids) + ([] if params.ignore_eos else model_stop_ids)
+    stop_ids = vocabulary.stops_for(params)
     device = model.embed.weight.device
     weight = model.embed.weight
     cache = KVCache(model.config, beams, len(prompt_ids) + max_new_tokens, weight.dtype, weight.device)
@@ -94,8 +92,8 @@ def beam_search(
     position = len(prompt_ids)
     for step in range(max_new_tokens):
         # Log-softmax over every row, padding included, as HF does; padding is then ruled out.
-        scores = mask_invalid_rows(logits.float().log_softmax(dim=-1), eos_id)  # (beams, vocab)
-        scores[:, vocab_size:] = float("-inf")
+        scores = mask_invalid_rows(logits.float().log_softmax(dim=-1), vocabulary.eos_id)  # (beams, vocab)
+        scores[:, vocabulary.size :] = float("-inf")
         scores = apply_penalties(scores, history, params)
         scores = suppress_tokens(scores, stop_ids if step < params.min_tokens else [])
         total = (scores + beam_scores[:, None]).view(-1)  # (beams * vocab)

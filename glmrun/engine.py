@@ -23,7 +23,7 @@ from glmrun.chat.messages import Message, normalize_messages
 from glmrun.chat.templates import encode_chat
 from glmrun.config import ModelConfig
 from glmrun.errors import GlmrunError
-from glmrun.generate import SamplingRun, TokenLogprobs
+from glmrun.generate import SamplingRun, TokenLogprobs, Vocabulary
 from glmrun.interpreter import CodeInterpreter
 from glmrun.kv_cache import KVCache
 from glmrun.model import Transformer
@@ -175,6 +175,8 @@ class LLM:
     ) -> None:
         source = open_model(model, family)
         self.folder, self.config, self.tokenizer = source.path, source.config, source.tokenizer
+        self.vocabulary = Vocabulary(source.tokenizer.vocab_size, source.tokenizer.eos_id,
+                                     tuple(source.tokenizer.stop_token_ids))  # fmt: skip
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.config, self.device)
         self.model = build_model(self.config, make_attention(attention, self.device, flash_block_size))
@@ -244,19 +246,8 @@ class LLM:
             cached = conversation.reusable(prompt_ids)
             cache = conversation.reserve(self.model, len(prompt_ids) + budget, cached)
             conversation.token_ids = prompt_ids[:cached]  # all that is certain until the prefill is done
-        tokenizer = self.tokenizer
-        run = SamplingRun(
-            self.model,
-            prompt_ids,
-            params,
-            budget,
-            tokenizer.stop_token_ids,
-            tokenizer.vocab_size,
-            tokenizer.eos_id,
-            cache=cache,
-            cached=cached,
-        )
-        texts = [_SequenceText(tokenizer, params.stop_strings) for _ in range(params.n)]
+        run = SamplingRun(self.model, prompt_ids, params, budget, self.vocabulary, cache=cache, cached=cached)
+        texts = [_SequenceText(self.tokenizer, params.stop_strings) for _ in range(params.n)]
         previous: int | None = None
         while not run.done:
             for choice in run.step():
@@ -341,9 +332,7 @@ class LLM:
     def _beam_search(self, prompt_ids: list[int], params: SamplingParams) -> list[CompletionOutput]:
         budget = self._token_budget(len(prompt_ids), params)
         tokenizer = self.tokenizer
-        hypotheses = beam_search(
-            self.model, prompt_ids, params, budget, tokenizer.stop_token_ids, tokenizer.vocab_size, tokenizer.eos_id
-        )
+        hypotheses = beam_search(self.model, prompt_ids, params, budget, self.vocabulary)
         return [
             CompletionOutput(
                 index=index,

@@ -19,6 +19,19 @@ from glmrun.sampling import SamplingParams, TokenHistory, chosen_logprobs, mask_
 
 
 @dataclass(frozen=True)
+class Vocabulary:
+    """What the decode loops must know of the tokenizer."""
+
+    size: int  # the tokenizer's ids: logit rows past them are padding and never chosen
+    eos_id: int  # chosen when a forward pass breaks (NaN or +inf logits)
+    stop_ids: tuple[int, ...]  # the model's own stop tokens
+
+    def stops_for(self, params: SamplingParams) -> list[int]:
+        """The request's stop tokens: its own `stop_token_ids`, and the model's unless `ignore_eos`."""
+        return list(params.stop_token_ids) + ([] if params.ignore_eos else list(self.stop_ids))
+
+
+@dataclass(frozen=True)
 class TokenLogprobs:
     """One step's log-probabilities: the chosen token's and the top alternatives' (id -> logprob)."""
 
@@ -68,16 +81,14 @@ class SamplingRun:
         prompt_ids: list[int],
         params: SamplingParams,
         max_new_tokens: int,
-        model_stop_ids: list[int],
-        vocab_size: int,
-        eos_id: int,
+        vocabulary: Vocabulary,
         cache: KVCache | None = None,
         cached: int = 0,
     ) -> None:
         """`cache` may already hold the first `cached` prompt tokens in row 0 (a conversation's earlier turns)."""
         self.model, self.params, self.max_new_tokens = model, params, max_new_tokens
-        self.vocab_size, self.eos_id = vocab_size, eos_id
-        self.stop_ids = list(params.stop_token_ids) + ([] if params.ignore_eos else model_stop_ids)
+        self.vocabulary = vocabulary
+        self.stop_ids = vocabulary.stops_for(params)
         device = model.embed.weight.device
         weight = model.embed.weight
         capacity = len(prompt_ids) + max_new_tokens
@@ -118,8 +129,8 @@ class SamplingRun:
             self._logits = self.model(tokens, start_pos=self.position, cache=self.cache, last_only=True)[:, -1]
             self.position += 1
         logits = self._logits.clone()  # (B, vocab)
-        logits[:, self.vocab_size :] = float("-inf")  # padding rows of the vocabulary are never chosen
-        logits = mask_invalid_rows(logits, self.eos_id)
+        logits[:, self.vocabulary.size :] = float("-inf")  # padding rows of the vocabulary are never chosen
+        logits = mask_invalid_rows(logits, self.vocabulary.eos_id)
         suppressed = self.stop_ids if self.generated < self.params.min_tokens else []
         chosen = sample(process_logits(logits, self.history, self.params, suppressed), self.params, self.generator)
         self.history.append(chosen)
