@@ -18,7 +18,7 @@ from glmrun.engine import DTYPES, LLM, CompletionOutput, build_model, resolve_dt
 from glmrun.errors import GlmrunError
 from glmrun.sampling import SamplingParams
 from glmrun.sources import open_model, read_config
-from glmrun.tokenizer import ChatGLMTokenizer
+from glmrun.tokenizer import Tokenizer
 
 # The official ChatGLM3 chat demo's defaults; SamplingParams() itself defaults to plain sampling (1.0, 1.0).
 # Beam search ignores them (it is deterministic).
@@ -67,7 +67,7 @@ def _sampling_params(args: argparse.Namespace) -> SamplingParams:
     )
 
 
-def _output_json(output: CompletionOutput, tokenizer: ChatGLMTokenizer) -> dict:
+def _output_json(output: CompletionOutput, tokenizer: Tokenizer) -> dict:
     def entry(token_id: int, logprob: float) -> dict:
         return {"token_id": token_id, "token": tokenizer.id_to_piece(token_id), "logprob": logprob}
 
@@ -87,7 +87,7 @@ def _output_json(output: CompletionOutput, tokenizer: ChatGLMTokenizer) -> dict:
     }
 
 
-def _print_output(output: CompletionOutput, tokenizer: ChatGLMTokenizer) -> None:
+def _print_output(output: CompletionOutput, tokenizer: Tokenizer) -> None:
     score = "" if output.cumulative_logprob is None else f", cumulative logprob {output.cumulative_logprob:.3f}"
     print(f"--- [{output.index}] {len(output.token_ids)} tokens, finish: {output.finish_reason}{score}")
     print(output.text)

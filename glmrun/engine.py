@@ -30,7 +30,7 @@ from glmrun.model import Transformer
 from glmrun.sampling import SamplingParams
 from glmrun.sources import open_model
 from glmrun.stop_strings import StopStringMatcher
-from glmrun.tokenizer import ChatGLMTokenizer, IncrementalDetokenizer
+from glmrun.tokenizer import IncrementalDetokenizer, Tokenizer
 from glmrun.tools.agent import Agent, AgentEvent, NewMessage, tool_descriptions
 from glmrun.weights import load_state
 
@@ -83,7 +83,7 @@ class GenerationOutput:
 class _SequenceText:
     """Streamed text of one sequence: UTF-8-safe detokenization, then stop-string matching."""
 
-    def __init__(self, tokenizer: ChatGLMTokenizer, stop_strings: tuple[str, ...]) -> None:
+    def __init__(self, tokenizer: Tokenizer, stop_strings: tuple[str, ...]) -> None:
         self.detokenizer = IncrementalDetokenizer(tokenizer)
         self.matcher = StopStringMatcher(stop_strings)
 
@@ -134,12 +134,13 @@ class ConversationCache:
 
 def resolve_dtype(name: str, config: ModelConfig, device: torch.device) -> torch.dtype:
     """ "auto" keeps float32 checkpoints in float32; half-precision ones run in bfloat16 on a CPU (fast and
-    safe from float16 overflow there) and in their stored dtype on a GPU."""
+    safe from float16 overflow there) and in their stored dtype on a GPU; GGUF weights, dequantized at load,
+    run in float32 on a CPU (float16 on a GPU)."""
     if name != "auto":
         if name not in DTYPES:
             raise GlmrunError(f"unknown dtype {name!r}: choose auto, {', '.join(DTYPES)}")
         return DTYPES[name]
-    if config.checkpoint_dtype.startswith("GGUF"):  # dequantized at load: float32 keeps the weights exact
+    if config.checkpoint_dtype.startswith("GGUF"):
         return torch.float32 if device.type == "cpu" else torch.float16
     stored = DTYPES.get(config.checkpoint_dtype, torch.float16)
     if stored == torch.float32 or device.type != "cpu":
@@ -175,17 +176,21 @@ class LLM:
     ) -> None:
         source = open_model(model, family)
         self.folder, self.config, self.tokenizer = source.path, source.config, source.tokenizer
-        self.vocabulary = Vocabulary(source.tokenizer.vocab_size, source.tokenizer.eos_id,
-                                     tuple(source.tokenizer.stop_token_ids))  # fmt: skip
+        self.vocabulary = Vocabulary.of(source.tokenizer)
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.config, self.device)
         self.model = build_model(self.config, make_attention(attention, self.device, flash_block_size))
         expected = {name: tuple(tensor.shape) for name, tensor in self.model.state_dict().items()}
         show_progress = sys.stderr.isatty() if progress is None else progress
         state = load_state(
-            source.tensors(), source.table, expected, self.dtype, self.device, show_progress,
-            self.config.tie_word_embeddings,
-        )  # fmt: skip
+            source.tensors(),
+            source.table,
+            expected,
+            self.dtype,
+            self.device,
+            progress=show_progress,
+            tie_word_embeddings=self.config.tie_word_embeddings,
+        )
         self.model.load_state_dict(state, assign=True)
         self.model.eval()
 
@@ -220,7 +225,8 @@ class LLM:
     def logits(self, token_ids: list[int]) -> torch.Tensor:
         """Logits `[len(token_ids), vocab]` in float32 from one full forward pass (no cache)."""
         ids = self._prompt_ids(token_ids)
-        self._token_budget(len(ids) - 1, SamplingParams(max_tokens=1))
+        if len(ids) > self.config.max_seq_len:
+            raise GlmrunError(f"{len(ids)} tokens exceed this model's context of {self.config.max_seq_len}")
         tokens = torch.tensor([ids], device=self.device)  # (1, T)
         return self.model(tokens)[0]
 

@@ -16,6 +16,7 @@ import torch
 from glmrun.kv_cache import KVCache
 from glmrun.model import Transformer
 from glmrun.sampling import SamplingParams, TokenHistory, chosen_logprobs, mask_invalid_rows, process_logits, sample
+from glmrun.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class Vocabulary:
     size: int  # the tokenizer's ids: logit rows past them are padding and never chosen
     eos_id: int  # chosen when a forward pass breaks (NaN or +inf logits)
     stop_ids: tuple[int, ...]  # the model's own stop tokens
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> Vocabulary:
+        return cls(tokenizer.vocab_size, tokenizer.eos_id, tuple(tokenizer.stop_token_ids))
 
     def stops_for(self, params: SamplingParams) -> list[int]:
         """The request's stop tokens: its own `stop_token_ids`, and the model's unless `ignore_eos`."""

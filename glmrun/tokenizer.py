@@ -9,6 +9,7 @@ and it never imports the tokenizer `.py` shipped with a checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import sentencepiece
 
@@ -20,6 +21,21 @@ _ROLE_SPECIALS = ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
 SPECIAL_TOKENS = {"chatglm2": _GLM_SPECIALS, "chatglm3": _GLM_SPECIALS + _ROLE_SPECIALS}
 # Generation ends at these tokens (ChatGLM3 also hands the turn back at <|user|> and <|observation|>).
 STOP_TOKENS = {"chatglm2": ["</s>"], "chatglm3": ["</s>", "<|user|>", "<|observation|>"]}
+
+
+class Tokenizer(Protocol):
+    """What the engine needs of a tokenizer: this module's ChatGLMTokenizer, or bpe_tokenizer.BPETokenizer."""
+
+    family: str
+    vocab_size: int
+    eos_id: int
+    stop_token_ids: list[int]
+    special_tokens: dict[str, int]
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+    def token_to_id(self, token: str) -> int: ...
+    def id_to_piece(self, token_id: int) -> str: ...
 
 
 class ChatGLMTokenizer:
@@ -88,7 +104,7 @@ class IncrementalDetokenizer:
     The concatenated deltas plus `flush()` equal `tokenizer.decode(all ids)`.
     """
 
-    def __init__(self, tokenizer: ChatGLMTokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         self.tokens: list[int] = []
         self._prefix = 0  # window start: tokens before it are already emitted and never decoded again

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from glmrun.tokenizer import ChatGLMTokenizer, IncrementalDetokenizer
+from glmrun.tokenizer import IncrementalDetokenizer, Tokenizer
 
 INTERPRETER = "interpreter"
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:\n?```|$)", re.DOTALL)
@@ -92,7 +92,7 @@ def split_metadata(text: str) -> tuple[str, str]:
     return (metadata, content) if newline else ("", text)
 
 
-def parse_response(tokenizer: ChatGLMTokenizer, token_ids: list[int]) -> list[Segment]:
+def parse_response(tokenizer: Tokenizer, token_ids: list[int]) -> list[Segment]:
     """All segments of a finished generation (a final stop token, if any, is ignored)."""
     separator = tokenizer.token_to_id("<|assistant|>")
     chunks: list[list[int]] = [[]]
@@ -124,7 +124,7 @@ class StreamingParser:
     dropped and trailing whitespace is held back until more text follows.
     """
 
-    def __init__(self, tokenizer: ChatGLMTokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         self.separator = tokenizer.token_to_id("<|assistant|>")
         self._start_segment()

@@ -18,7 +18,7 @@ from glmrun.bpe_tokenizer import BPETokenizer
 from glmrun.chat.jinja import render_chat_template
 from glmrun.chat.messages import Message
 from glmrun.errors import GlmrunError
-from glmrun.tokenizer import ChatGLMTokenizer
+from glmrun.tokenizer import ChatGLMTokenizer, Tokenizer
 
 
 def encode_chatglm3(tokenizer: ChatGLMTokenizer, messages: list[Message], add_generation_prompt: bool) -> list[int]:
@@ -77,9 +77,7 @@ def encode_templated(tokenizer: BPETokenizer, messages: list[Message], add_gener
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def encode_chat(
-    tokenizer: ChatGLMTokenizer | BPETokenizer, messages: list[Message], add_generation_prompt: bool = True
-) -> list[int]:
+def encode_chat(tokenizer: Tokenizer, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
     """Token ids of a native conversation in the tokenizer's family's format."""
     if tokenizer.family == "chatglm2":
         return encode_chatglm2(tokenizer, messages, add_generation_prompt)
