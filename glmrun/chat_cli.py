@@ -20,7 +20,7 @@ from glmrun.engine import LLM, ConversationCache
 from glmrun.errors import GlmrunError
 from glmrun.interpreter import CodeInterpreter
 from glmrun.sampling import SamplingParams
-from glmrun.tools.agent import CodeCall, CodeOutput, NewMessage, RoundLimit, ToolCall, ToolOutput
+from glmrun.tools.agent import CodeCall, CodeOutput, NewMessage, RoundLimit, ToolCall, ToolOutput, tool_descriptions
 from glmrun.tools.builtin import BUILTIN_TOOLS
 
 MODES = {"chat": CHAT_SYSTEM_PROMPT, "tool": TOOL_SYSTEM_PROMPT, "code": CODE_SYSTEM_PROMPT}
@@ -59,6 +59,8 @@ class ChatSession:
         system = self.system_override if self.system_override is not None else MODES[self.mode] if chatglm3 else ""
         no_system = self.llm.tokenizer.family == "chatglm2" or not system
         self.messages = [] if no_system else [{"role": "system", "content": system}]
+        if self.mode == "tool":  # the official tool prompt: the system message lists the tools
+            self.messages = [{"role": "system", "content": system, "tools": tool_descriptions(BUILTIN_TOOLS)}]
         self.conversation.clear()
 
     def close(self) -> None:

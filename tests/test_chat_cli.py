@@ -101,3 +101,18 @@ def test_console_script_with_piped_input(llm, tmp_path):
     result = subprocess.run(command, input="hello there\n/exit\n", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "User: hello there" in result.stdout and "ChatGLM: " in result.stdout
+
+
+def test_tool_mode_lists_the_tools_once(llm, tmp_path, monkeypatch):
+    prompts = []
+    original = llm.stream
+
+    def recording(prompt, *args, **kwargs):
+        prompts.append(prompt)
+        return original(prompt, *args, **kwargs)
+
+    monkeypatch.setattr(llm, "stream", recording)
+    chat(llm, "/mode tool\nwhat time is it\n", tmp_path)
+    text = llm.tokenizer.decode(prompts[0])
+    assert text.count("You have access to the following tools") == 1
+    assert text.count('"name": "calculator"') == 1
