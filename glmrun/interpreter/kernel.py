@@ -79,6 +79,10 @@ def descendants(pid: int) -> set[int]:
 
 
 class CodeInterpreter:
+    """A session's kernel. `workdir` (default: a temporary folder) is where code reads and writes files, seen as
+    /mnt/data inside the sandbox; run as root, glmrun hands it to the sandbox user (chown nobody). `image_dir`
+    receives the PNG files. Both outlive `close()` when you give them; the temporary ones are removed."""
+
     def __init__(
         self,
         workdir: str | Path | None = None,
