@@ -156,13 +156,12 @@ class ModelConfig:
 
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], has_output_tensor: bool) -> ModelConfig:
-        """A GGUF file's metadata (`general.architecture` llama or qwen2). llama.cpp's converter permutes Q/K rows
-        so that rotating interleaved pairs equals Hugging Face's half-split rotation: no un-permuting needed."""
+        """A GGUF file's metadata (`general.architecture` llama, qwen2 or chatglm). For Llama, llama.cpp's converter
+        permutes Q/K rows so that rotating interleaved pairs equals Hugging Face's half-split rotation: no
+        un-permuting needed. ChatGLM's tensors are stored as they are."""
         arch = meta.get("general.architecture")
-        if arch == "chatglm":
-            raise GlmrunError("ChatGLM GGUF files are not supported yet: use the model's Hugging Face folder")
-        if arch not in ("llama", "qwen2"):
-            raise GlmrunError(f"unsupported GGUF architecture {arch!r}: glmrun runs llama and qwen2 GGUF files")
+        if arch not in ("llama", "qwen2", "chatglm"):
+            raise GlmrunError(f"unsupported GGUF architecture {arch!r}: glmrun runs llama, qwen2 and chatglm")
 
         def key(name: str, default: Any = None) -> Any:
             value = meta.get(f"{arch}.{name}", default)
@@ -172,8 +171,12 @@ class ModelConfig:
 
         heads = int(key("attention.head_count"))
         head_dim = int(key("embedding_length")) // heads
+        chatglm = arch == "chatglm"  # ChatGLM keeps its own rotary layout: half of each head, no permutation
+        family = "llama"
+        if chatglm:
+            family = "chatglm3" if "<|user|>" in meta.get("tokenizer.ggml.tokens", []) else "chatglm2"
         config = cls(
-            family="llama",
+            family=family,
             num_layers=int(key("block_count")),
             hidden_size=int(key("embedding_length")),
             num_heads=heads,
@@ -183,13 +186,13 @@ class ModelConfig:
             vocab_size=int(meta.get(f"{arch}.vocab_size") or len(meta["tokenizer.ggml.tokens"])),
             max_seq_len=int(key("context_length")),
             norm_eps=float(key("attention.layer_norm_rms_epsilon")),
-            qkv_bias=arch == "qwen2",
+            qkv_bias=chatglm or arch == "qwen2",
             linear_bias=False,
-            rope_base=float(key("rope.freq_base", 10000.0)),
+            rope_base=float(key("rope.freq_base", 10000.0)),  # the converter has already applied rope_ratio
             rope_position_scale=1.0,
             checkpoint_dtype=f"GGUF {gguf_file_type(meta.get('general.file_type'))}",
-            architecture="llama",
-            rotary_dim=int(key("rope.dimension_count", head_dim)),
+            architecture="chatglm" if chatglm else "llama",
+            rotary_dim=int(key("rope.dimension_count", head_dim // 2 if chatglm else head_dim)),
             rope_interleaved=True,
             tie_word_embeddings=not has_output_tensor,
         )

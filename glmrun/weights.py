@@ -72,6 +72,18 @@ GGUF_LLAMA_WEIGHT_NAMES = {
     "output_norm.weight": "norm.weight",
     "output.weight": "lm_head.weight",
 }
+GGUF_CHATGLM_WEIGHT_NAMES = {  # llama.cpp's chatglm architecture keeps ChatGLM's fused tensors
+    "token_embd.weight": "embed.weight",
+    "blk.{layer}.attn_norm.weight": "layers.{layer}.attention_norm.weight",
+    "blk.{layer}.attn_qkv.weight": "layers.{layer}.attention.qkv.weight",
+    "blk.{layer}.attn_qkv.bias": "layers.{layer}.attention.qkv.bias",
+    "blk.{layer}.attn_output.weight": "layers.{layer}.attention.out.weight",
+    "blk.{layer}.ffn_norm.weight": "layers.{layer}.mlp_norm.weight",
+    "blk.{layer}.ffn_up.weight": "layers.{layer}.mlp.gate_up.weight",
+    "blk.{layer}.ffn_down.weight": "layers.{layer}.mlp.down.weight",
+    "output_norm.weight": "norm.weight",
+    "output.weight": "lm_head.weight",
+}
 # Stored but derived from the config instead (the rotary frequencies).
 IGNORED_WEIGHTS = ("transformer.rotary_pos_emb.inv_freq", "model.layers.{layer}.self_attn.rotary_emb.inv_freq")
 
@@ -125,6 +137,7 @@ TABLES = {
     ("chatglm", "hf"): NameTable(CHATGLM_WEIGHT_NAMES),
     ("llama", "hf"): NameTable(HF_LLAMA_WEIGHT_NAMES),
     ("llama", "gguf"): NameTable(GGUF_LLAMA_WEIGHT_NAMES),
+    ("chatglm", "gguf"): NameTable(GGUF_CHATGLM_WEIGHT_NAMES),
 }
 
 
