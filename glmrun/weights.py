@@ -103,14 +103,15 @@ class NameTable:
     """One checkpoint layout's names, compiled: stored name -> (glmrun name, part), and how many parts each has."""
 
     def __init__(self, table: dict[str, str | Target]) -> None:
-        self.rules = [(_pattern(source), target if isinstance(target, tuple) else (target, 0))
-                      for source, target in table.items()]  # fmt: skip
+        targets = [(source, target if isinstance(target, tuple) else (target, 0)) for source, target in table.items()]
+        self.rules = [(_pattern(source), target) for source, target in targets]
         self.ignored = [_pattern(name) for name in IGNORED_WEIGHTS]
-        self.parts: dict[str, int] = {}
-        for target in table.values():
-            name, part = target if isinstance(target, tuple) else (target, 0)
+        self.parts: dict[str, int] = {}  # glmrun name template -> number of stored parts
+        self.sources: dict[str, str] = {}  # glmrun name template -> stored name template (of part 0)
+        for source, (name, part) in targets:
             self.parts[name] = max(self.parts.get(name, 0), part + 1)
-        self.sources = {target if isinstance(target, str) else target[0]: source for source, target in table.items()}
+            if part == 0:
+                self.sources[name] = source
 
     def translate(self, name: str) -> Target | None:
         """(glmrun name with the layer filled in, part); None for ignored tensors; GlmrunError if unknown."""
