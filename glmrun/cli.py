@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from glmrun.chat_cli import run_chat
 from glmrun.config import FAMILIES
 from glmrun.engine import DTYPES, LLM, CompletionOutput, build_model, resolve_dtype
 from glmrun.errors import GlmrunError
@@ -101,7 +102,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     llm = LLM(args.model, dtype=args.dtype, device=args.device, family=args.family)
     if args.prompt_ids is not None:
         prompt: str | list[int] = _parse_ids(args.prompt_ids, "--prompt-ids")
-    elif args.chat or (not args.raw and getattr(llm.tokenizer, "chat_template", None)):
+    elif args.chat or (not args.raw and llm.tokenizer.chat_template):
         prompt = llm.encode_chat([{"role": "user", "content": args.prompt}])  # a chat model answers the prompt
     else:
         prompt = args.prompt
@@ -121,10 +122,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    from glmrun.chat_cli import run_chat
-
+    params = _sampling_params(args)
     llm = LLM(args.model, dtype=args.dtype, device=args.device, family=args.family)
-    run_chat(llm, _sampling_params(args), args.mode, args.system, Path(args.image_dir))
+    run_chat(llm, params, args.mode, args.system, Path(args.image_dir))
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:

@@ -31,6 +31,7 @@ class Tokenizer(Protocol):
     eos_id: int
     stop_token_ids: list[int]
     special_tokens: dict[str, int]
+    chat_template: str | None  # a Jinja template shipped with the model; None where the format is code (ChatGLM)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
     def decode(self, ids: list[int]) -> str: ...
@@ -40,6 +41,8 @@ class Tokenizer(Protocol):
 
 class ChatGLMTokenizer:
     """Text <-> token ids exactly like the official ChatGLM2/ChatGLM3 tokenizer."""
+
+    chat_template = None  # ChatGLM's conversation formats are code (chat/templates.py), not Jinja
 
     def __init__(self, model: str | Path | bytes, family: str) -> None:
         """`model`: a tokenizer.model file, or a serialized SentencePiece model (as gguf_vocab.py rebuilds one)."""
