@@ -235,8 +235,9 @@ def load_state(
             state[name] = fused.to(device=device, dtype=dtype)
             del tensor, fused, parts
             bar.update()
-    if tie_word_embeddings and "lm_head.weight" not in state and "embed.weight" in state:
-        state["lm_head.weight"] = state["embed.weight"]  # one tensor, two uses
+        if tie_word_embeddings and "lm_head.weight" not in state and "embed.weight" in state:
+            state["lm_head.weight"] = state["embed.weight"]  # one tensor, two uses
+            bar.update()
     missing = [name for name in expected_shapes if name not in state]
     if missing:
         raise GlmrunError(
