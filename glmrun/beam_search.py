@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from glmrun.generate import Vocabulary, fork_rows, prefill
-from glmrun.kv_cache import KVCache
+from glmrun.generate import Vocabulary, prefill_rows
 from glmrun.model import Transformer
 from glmrun.sampling import SamplingParams, TokenHistory, apply_penalties, mask_invalid_rows, suppress_tokens
 
@@ -77,11 +76,8 @@ def beam_search(
     """The `params.num_return_sequences` best hypotheses, best first."""
     beams = params.num_beams
     stop_ids = vocabulary.stops_for(params)
-    device = model.embed.weight.device
-    weight = model.embed.weight
-    cache = KVCache(model.config, beams, len(prompt_ids) + max_new_tokens, weight.dtype, weight.device)
-    logits = prefill(model, prompt_ids, cache).expand(beams, -1)  # (beams, vocab)
-    fork_rows(cache, beams, len(prompt_ids))
+    cache, logits = prefill_rows(model, prompt_ids, beams, len(prompt_ids) + max_new_tokens)  # (beams, vocab)
+    device = logits.device
     history = TokenHistory(prompt_ids, beams, model.config.vocab_size, device)
     # All beams start as copies of the prompt; only the first may expand at step 1 (the others are -1e9 behind).
     beam_scores = torch.full((beams,), -1e9, device=device)

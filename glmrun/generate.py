@@ -65,16 +65,27 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
-def prefill(model: Transformer, prompt_ids: list[int], cache: KVCache, cached: int = 0) -> torch.Tensor:
-    """Run the prompt tokens after the first `cached` (already in row 0 of the cache); last logits `[1, vocab]`."""
-    tokens = torch.tensor([prompt_ids[cached:]], device=cache.keys.device)  # (1, new tokens)
-    return model(tokens, start_pos=cached, cache=cache, last_only=True)[:, -1]
+def prefill_rows(
+    model: Transformer,
+    prompt_ids: list[int],
+    rows: int,
+    capacity: int,
+    cache: KVCache | None = None,
+    cached: int = 0,
+) -> tuple[KVCache, torch.Tensor]:
+    """Run the prompt once and copy it to `rows` cache rows (samples or beams share one prefill).
 
-
-def fork_rows(cache: KVCache, rows: int, length: int) -> None:
-    """Copy row 0's first `length` positions to rows 1..rows-1 (samples or beams sharing one prefill)."""
+    A given `cache` may already hold the first `cached` prompt tokens in row 0 (a conversation's earlier
+    turns); only the rest is run. Returns the cache and the last position's logits `[rows, vocab]`.
+    """
+    weight = model.embed.weight
+    if cache is None:
+        cache = KVCache(model.config, rows, capacity, weight.dtype, weight.device)
+    tokens = torch.tensor([prompt_ids[cached:]], device=weight.device)  # (1, new tokens)
+    logits = model(tokens, start_pos=cached, cache=cache, last_only=True)[:, -1]  # (1, vocab)
     if rows > 1:
-        cache.reorder(torch.zeros(rows, dtype=torch.long, device=cache.keys.device), length)
+        cache.reorder(torch.zeros(rows, dtype=torch.long, device=weight.device), len(prompt_ids))
+    return cache, logits.expand(rows, -1)
 
 
 class SamplingRun:
@@ -94,12 +105,9 @@ class SamplingRun:
         self.model, self.params, self.max_new_tokens = model, params, max_new_tokens
         self.vocabulary = vocabulary
         self.stop_ids = vocabulary.stops_for(params)
-        device = model.embed.weight.device
-        weight = model.embed.weight
         capacity = len(prompt_ids) + max_new_tokens
-        self.cache = cache or KVCache(model.config, params.n, capacity, weight.dtype, weight.device)
-        self._logits = prefill(model, prompt_ids, self.cache, cached).expand(params.n, -1)  # (n, vocab)
-        fork_rows(self.cache, params.n, len(prompt_ids))
+        self.cache, self._logits = prefill_rows(model, prompt_ids, params.n, capacity, cache, cached)  # (n, vocab)
+        device = self._logits.device
         self.history = TokenHistory(prompt_ids, params.n, model.config.vocab_size, device)
         self.generator = make_generator(params.seed, device)
         self.position = len(prompt_ids)  # where the next token's K/V goes
@@ -141,9 +149,12 @@ class SamplingRun:
         self.history.append(chosen)
         self._pending = chosen
         self.generated += 1
-        logprobs = self._logprobs(logits, chosen) if self.params.logprobs is not None else [None] * len(self.rows)
+        token_ids = chosen.tolist()  # the step's one read back to the host
+        logprobs = (
+            self._logprobs(logits, chosen, token_ids) if self.params.logprobs is not None else [None] * len(token_ids)
+        )
         choices = []
-        for index, token_id, token_logprobs in zip(self.rows, chosen.tolist(), logprobs):
+        for index, token_id, token_logprobs in zip(self.rows, token_ids, logprobs):
             reason = (
                 "stop" if token_id in self.stop_ids else "length" if self.generated == self.max_new_tokens else None
             )
@@ -152,12 +163,10 @@ class SamplingRun:
             choices.append(TokenChoice(index, token_id, token_logprobs, reason))
         return choices
 
-    def _logprobs(self, logits: torch.Tensor, chosen: torch.Tensor) -> list[TokenLogprobs]:
+    def _logprobs(self, logits: torch.Tensor, chosen: torch.Tensor, token_ids: list[int]) -> list[TokenLogprobs]:
         top_n = self.params.logprobs or 0
         values, top_values, top_ids = chosen_logprobs(logits, chosen, max(top_n, 1))
         return [
             TokenLogprobs(token_id, value, dict(zip(ids[:top_n], tops[:top_n])))
-            for token_id, value, ids, tops in zip(
-                chosen.tolist(), values.tolist(), top_ids.tolist(), top_values.tolist()
-            )
+            for token_id, value, ids, tops in zip(token_ids, values.tolist(), top_ids.tolist(), top_values.tolist())
         ]
