@@ -144,13 +144,13 @@ class StreamingParser:
             return self._end_segment()
         self.tokens.append(token_id)
         self.text += self.detokenizer.add(token_id)
-        return self._text_events(final=False)
+        return self._text_events()
 
     def finish(self) -> list[TextDelta | SegmentDone]:
         """End of generation: flush the last segment."""
         return self._end_segment()
 
-    def _text_events(self, final: bool) -> list[TextDelta | SegmentDone]:
+    def _text_events(self) -> list[TextDelta | SegmentDone]:
         if self.metadata is None:
             metadata, newline, _ = self.text.partition("\n")
             if not newline:
@@ -163,9 +163,7 @@ class StreamingParser:
             stripped = content.lstrip()
             self.emitted = len(content) - len(stripped)
             self.started = bool(stripped)
-        ready = content if final else content.rstrip()
-        if final:
-            ready = ready.rstrip()
+        ready = content.rstrip()  # trailing whitespace waits for more text (and is dropped at the end)
         delta = ready[self.emitted :]
         self.emitted = max(self.emitted, len(ready))
         return [TextDelta(delta)] if delta else []
@@ -175,10 +173,8 @@ class StreamingParser:
             self._start_segment()
             return []
         self.text += self.detokenizer.flush()
-        events = self._text_events(final=True)
-        metadata, content = (
-            (self.metadata, self.text.partition("\n")[2]) if self.metadata is not None else ("", self.text)
-        )
+        events = self._text_events()
+        metadata, content = split_metadata(self.text)
         if self.metadata is None and content.strip():  # text without a metadata line: send it now
             events.append(TextDelta(content.strip()))
         events.append(SegmentDone(make_segment(metadata, content)))
