@@ -88,7 +88,7 @@ class BPETokenizer:
         try:
             tokenizer = Tokenizer.from_file(str(path))
             settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, Exception) as bad:
+        except Exception as bad:  # the tokenizers library raises plain Exception for a bad file
             raise GlmrunError(f"cannot read the tokenizer in {folder}: {bad}") from None
 
         def token_id(key: str) -> int | None:
